@@ -1,0 +1,149 @@
+"""The typed configuration (`appliance.yaml`), as the rest of the code sees it.
+
+`appliance.config` parses and validates YAML into these; everything else only reads them.
+Durations are seconds (float), addresses are canonical text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from appliance.model import Family, Forwarding
+
+IPRange = tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | tuple[
+    ipaddress.IPv6Address, ipaddress.IPv6Address
+]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRequirement:
+    """One matchExpressions entry of a Kubernetes label selector."""
+
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSelector:
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[LabelRequirement, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        get = labels.get
+        for k, v in self.match_labels:
+            if get(k) != v:
+                return False
+        for r in self.match_expressions:
+            value = get(r.key)
+            if r.operator == "In" and value not in r.values:
+                return False
+            if r.operator == "NotIn" and value is not None and value in r.values:
+                return False
+            if r.operator == "Exists" and value is None:
+                return False
+            if r.operator == "DoesNotExist" and value is not None:
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """An address pool. `ranges` are inclusive first/last address pairs, in config order."""
+
+    name: str
+    ranges: tuple[IPRange, ...]
+    auto_assign: bool = True
+    avoid_buggy_ips: bool = False  # skip .0 and .255 (MetalLB's knob, for broken clients)
+    namespaces: tuple[str, ...] = ()  # empty: any namespace
+    service_selector: LabelSelector = field(default_factory=LabelSelector)
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.namespaces) or not self.service_selector.empty
+
+    @property
+    def families(self) -> frozenset[Family]:
+        return frozenset("IPv4" if r[0].version == 4 else "IPv6" for r in self.ranges)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    manifests: str | None = None  # a folder of YAML manifests (the embedded default)
+    kubeconfig: str | None = None  # or the Kubernetes API
+    load_balancer_class: str | None = None  # None: Services with no class are ours
+    default_ip_family: Family = "IPv4"  # for manifests that do not say (the API server would)
+
+
+@dataclass(frozen=True, slots=True)
+class DataplaneConfig:
+    backend: Literal["ipvs", "nftables", "auto"] = "auto"
+    forwarding: Forwarding = "nat"
+    scheduler: str = "rr"  # kube-proxy's IPVS default
+    drain_timeout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpInstance:
+    name: str
+    vrid: int
+    priority: int = 100
+    advert_interval: float = 1.0
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    pools: tuple[str, ...] = ()  # whose VIPs this instance owns; empty: every pool
+    unicast_peers: tuple[str, ...] = ()
+    family: Family = "IPv4"
+
+
+@dataclass(frozen=True, slots=True)
+class HaConfig:
+    interface: str | None = None  # None: no VRRP, this host owns every VIP
+    instances: tuple[VrrpInstance, ...] = ()
+    garp_count: int = 5
+    garp_interval: float = 0.02
+    garp_refresh: float = 0.0  # seconds between periodic GARP bursts; 0 = off
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    enabled: bool = True
+    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 5353),)
+    zones: tuple[str, ...] = ("cluster.local",)
+    ttl: int = 5
+    cluster_ips: bool = False  # also serve ClusterIPs (reachable only inside the cluster)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    enabled: bool = True
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    pools: tuple[Pool, ...] = ()
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    dataplane: DataplaneConfig = field(default_factory=DataplaneConfig)
+    ha: HaConfig = field(default_factory=HaConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    source: str = ""  # the file it came from
