@@ -19,8 +19,9 @@ TrafficPolicy = Literal["Cluster", "Local"]
 Forwarding = Literal["nat", "dr", "tun"]
 RType = Literal["A", "AAAA", "CNAME", "SRV"]
 Health = Mapping[tuple[str, str], bool]
-"""Health check results: (service "ns/name", node name) -> up. Absent means unknown,
-which counts as up: a node is not drained before it was ever checked."""
+"""Health check results: (service "ns/name", node name) -> up. The service "" means the
+node as a whole (kube-proxy's :10256/healthz). Absent means unknown, which counts as up:
+a node is not drained before it was ever checked."""
 
 PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq", "mh")
@@ -223,7 +224,9 @@ class VirtualService:
     port_name: str = ""
     forwarding: Forwarding = "nat"
     persistence_timeout: int = 0  # seconds; 0 = no persistence (sessionAffinity None)
-    source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges of this VIP's family
+    # loadBalancerSourceRanges of this VIP's family; None = every client. An empty tuple
+    # means nobody: the Service lists ranges, but none of this VIP's family.
+    source_ranges: tuple[str, ...] | None = None
     traffic_policy: TrafficPolicy = "Cluster"
     health_check_node_port: int | None = None
 
