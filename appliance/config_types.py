@@ -13,9 +13,10 @@ from typing import Literal
 
 from appliance.model import Family, Forwarding
 
-IPRange = tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | tuple[
-    ipaddress.IPv6Address, ipaddress.IPv6Address
-]
+IPRange = (
+    tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
+    | tuple[ipaddress.IPv6Address, ipaddress.IPv6Address]
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,10 +77,10 @@ class Service:
     external_name: str | None = None
     status_ingress_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress[].ip
     source: str = ""  # where it came from (a file), for messages
+    key: str = field(init=False, repr=False, compare=False)  # "ns/name", used everywhere
 
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
 
 
 @dataclass(frozen=True, slots=True)
