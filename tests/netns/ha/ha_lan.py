@@ -1,0 +1,256 @@
+"""A test LAN in network namespaces: a bridge in its own namespace, hosts on veth pairs.
+
+Everything is named `aha-*`, addressed from 198.18.20.0/24 and fd00:198:18:20::/64, and
+torn down by the fixture that built it. Processes started here are children we wait on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "aha-"
+NET4 = "198.18.20."
+NET6 = "fd00:198:18:20::"
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+def in_ns(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return sh("ip", "netns", "exec", ns, *args, check=check)
+
+
+@dataclass
+class Host:
+    ns: str
+    ifname: str
+    address4: str
+    address6: str
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return in_ns(self.ns, *args, check=check)
+
+    def addresses(self) -> set[str]:
+        out = self.run("ip", "-o", "addr", "show", "dev", self.ifname).stdout
+        return {line.split()[3].split("/")[0] for line in out.splitlines()}
+
+    def mac(self) -> str:
+        out = self.run("cat", f"/sys/class/net/{self.ifname}/address").stdout
+        return out.strip()
+
+    def link_local(self) -> str:
+        out = self.run("ip", "-6", "-o", "addr", "show", "dev", self.ifname, "scope", "link")
+        return out.stdout.split()[3].split("/")[0]
+
+    def neighbour_mac(self, address: str) -> str | None:
+        out = self.run("ip", "neigh", "show", address, "dev", self.ifname).stdout.split()
+        return out[out.index("lladdr") + 1] if "lladdr" in out else None
+
+    def set_link(self, up: bool) -> None:
+        self.run("ip", "link", "set", self.ifname, "up" if up else "down")
+
+
+@dataclass
+class Lan:
+    tag: str
+    bridge_ns: str = ""
+    hosts: list[Host] = field(default_factory=list)
+
+    def add_host(self, name: str, index: int) -> Host:
+        ns = f"{PREFIX}{self.tag}-{name}"
+        peer = f"{self.tag}{name}"[:15]
+        sh("ip", "netns", "add", ns)
+        sh(
+            "ip",
+            "-n",
+            self.bridge_ns,
+            "link",
+            "add",
+            peer,
+            "type",
+            "veth",
+            "peer",
+            "eth0",
+            "netns",
+            ns,
+        )
+        sh("ip", "-n", self.bridge_ns, "link", "set", peer, "master", "br0", "up")
+        host = Host(ns, "eth0", f"{NET4}{index}", f"{NET6}{index:x}")
+        host.run("sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
+        host.run("sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1")
+        host.run("ip", "link", "set", "lo", "up")
+        host.run("ip", "link", "set", "eth0", "up")
+        host.run("ip", "addr", "add", f"{host.address4}/24", "dev", "eth0")
+        host.run("ip", "addr", "add", f"{host.address6}/64", "dev", "eth0", "nodad")
+        self.hosts.append(host)
+        return host
+
+    def wait_link_local(self, host: Host) -> str:
+        for _ in range(200):
+            with contextlib.suppress(IndexError):
+                return host.link_local()
+            time.sleep(0.02)
+        raise AssertionError(f"{host.ns}: no link-local address")
+
+
+def _delete_namespaces(tag: str) -> None:
+    listing = sh("ip", "netns", "list", check=False).stdout
+    for line in listing.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name.startswith(f"{PREFIX}{tag}-"):
+            sh("ip", "netns", "del", name, check=False)
+
+
+@contextlib.contextmanager
+def lan(tag: str) -> Iterator[Lan]:
+    """A bridge namespace `aha-<tag>-sw`; hosts join it with `add_host`."""
+    _delete_namespaces(tag)
+    bridge_ns = f"{PREFIX}{tag}-sw"
+    try:
+        sh("ip", "netns", "add", bridge_ns)
+        sh("ip", "-n", bridge_ns, "link", "add", "br0", "type", "bridge")
+        # No multicast snooping: VRRP groups must reach every port at once.
+        sh("ip", "-n", bridge_ns, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+        sh("ip", "-n", bridge_ns, "link", "set", "br0", "up")
+        yield Lan(tag, bridge_ns)
+    finally:
+        _delete_namespaces(tag)
+
+
+class Child:
+    """A process started in a namespace, killed by its PID and waited on."""
+
+    def __init__(self, ns: str, argv: Sequence[str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
+        self.send(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.send(signal.SIGKILL)
+            rc = self.proc.wait()
+        self._out.close()
+        return rc
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def keepalived_conf(
+    *,
+    name: str,
+    interface: str,
+    vrid: int,
+    priority: int,
+    advert_int: float,
+    vips: Sequence[str],
+    preempt: bool = True,
+    checksum_as_v2: bool = False,
+    unicast_src: str | None = None,
+    unicast_peers: Sequence[str] = (),
+) -> str:
+    lines = [
+        "global_defs {",
+        f"  router_id {name}",
+        "  vrrp_version 3",
+        "  vrrp_garp_master_delay 0",
+        "  vrrp_garp_master_repeat 3",
+        "  vrrp_garp_interval 0.001",
+        "  vrrp_gna_interval 0.001",
+        "  enable_script_security",
+        "}",
+        f"vrrp_instance {name} {{",
+        f"  interface {interface}",
+        "  state BACKUP",
+        f"  virtual_router_id {vrid}",
+        f"  priority {priority}",
+        f"  advert_int {advert_int}",
+    ]
+    if not preempt:
+        lines.append("  nopreempt")
+    if checksum_as_v2:
+        lines.append("  version 3")
+        lines.append("  v3_checksum_as_v2")
+    if unicast_src:
+        lines.append(f"  unicast_src_ip {unicast_src}")
+    if unicast_peers:
+        lines += ["  unicast_peer {", *(f"    {p}" for p in unicast_peers), "  }"]
+    vip_lines = [f"    {v}/{128 if ':' in v else 32} dev {interface}" for v in vips]
+    lines += ["  virtual_ipaddress {", *vip_lines, "  }", "}", ""]
+    return "\n".join(lines)
+
+
+class Keepalived:
+    """Debian's keepalived in a namespace: VRRP only, no fork, no respawn, our PID files."""
+
+    def __init__(self, host: Host, conf: str, workdir: Path, tag: str) -> None:
+        self.host = host
+        self.conf = workdir / f"{tag}.conf"
+        self.conf.write_text(conf)
+        self.pidfile = Path(f"/run/{PREFIX}{tag}-keepalived.pid")
+        self.vrrp_pidfile = Path(f"/run/{PREFIX}{tag}-vrrp.pid")
+        for p in (self.pidfile, self.vrrp_pidfile):
+            p.unlink(missing_ok=True)  # a stale one makes keepalived refuse to start
+        self.child = Child(
+            host.ns,
+            [
+                "keepalived",
+                "-n",
+                "-l",
+                "-D",
+                "-G",
+                "-P",
+                "-R",
+                "-f",
+                str(self.conf),
+                "-p",
+                str(self.pidfile),
+                "-r",
+                str(self.vrrp_pidfile),
+            ],
+            workdir / f"{tag}.log",
+        )
+
+    def vrrp_pid(self, timeout: float = 5.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                return int(self.vrrp_pidfile.read_text().strip())
+            time.sleep(0.02)
+        raise AssertionError(f"keepalived {self.conf}: no VRRP child\n{self.child.output()}")
+
+    def kill_vrrp(self) -> None:
+        """SIGKILL the VRRP child: the master vanishes without a priority-0 advert."""
+        os.kill(self.vrrp_pid(), signal.SIGKILL)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError, AssertionError):
+            if self.child.proc.poll() is None:
+                os.kill(self.vrrp_pid(0.1), signal.SIGTERM)
+        self.child.stop(signal.SIGTERM)
+        for p in (self.pidfile, self.vrrp_pidfile):
+            p.unlink(missing_ok=True)
