@@ -176,7 +176,7 @@ class VirtualRouter:
         theirs, ours = advert.priority, self.settings.priority
         if theirs > ours or (
             theirs == ours
-            and ipaddress.ip_address(source) > ipaddress.ip_address(self.settings.address)
+            and int(ipaddress.ip_address(source)) > int(ipaddress.ip_address(self.settings.address))
         ):
             self.adver_timer = None
             self.master_address = source
