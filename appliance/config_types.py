@@ -102,6 +102,7 @@ class VrrpInstance:
     pools: tuple[str, ...] = ()  # whose VIPs this instance owns; empty: every pool
     unicast_peers: tuple[str, ...] = ()
     family: Family = "IPv4"
+    v3_checksum_as_v2: bool = False  # IPv4: checksum without the pseudo-header (RFC 9568)
 
 
 @dataclass(frozen=True, slots=True)
