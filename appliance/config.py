@@ -55,6 +55,7 @@ _INSTANCE_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?")
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
+_PLAIN_KEY = re.compile(r"[\w./-]+")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -73,6 +74,9 @@ class ConfigError(Exception):
 
 
 def _key(path: str, key: str) -> str:
+    # A key that would break the one-line format (or look like path syntax) is quoted.
+    if not _PLAIN_KEY.fullmatch(key):
+        key = repr(key)
     return f"{path}.{key}" if path else key
 
 
@@ -117,7 +121,7 @@ def _quote_hint(value: object) -> str:
 
 
 def _fmt_seconds(seconds: float) -> str:
-    if seconds and seconds < 1:
+    if seconds and abs(seconds) < 1:
         return f"{round(seconds * 1000, 3):g}ms"
     return f"{round(seconds, 3):g}s"
 
@@ -434,7 +438,11 @@ def _cluster(c: _Checker, value: object) -> ClusterConfig:
     kubeconfig = c.string(d, "kubeconfig", path, None, nullable=True)
     if manifests is not None and kubeconfig is not None:
         c.err(path, "set manifests or kubeconfig, not both")
-    elif d.get("manifests") is None and d.get("kubeconfig") is None:
+    elif (
+        d.get("manifests") is None
+        and d.get("kubeconfig") is None
+        and isinstance(value, dict | None)
+    ):
         c.err(path, "set manifests (a folder of YAML files) or kubeconfig (or 'in-cluster')")
     if manifests is not None:
         manifests = _resolve(c, manifests)
