@@ -699,6 +699,7 @@ def _ha(c: _Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
                 "family",
                 "pools",
                 "unicast_peers",
+                "v3_checksum_as_v2",
             ),
             nullable=False,
         )
@@ -771,6 +772,10 @@ def _ha(c: _Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
                 c.err(_idx(up, j), f"duplicate peer {peer!r}")
             else:
                 peers.append(str(addr))
+        as_v2 = c.boolean(e, "v3_checksum_as_v2", p, False)
+        if as_v2 and family != "IPv4":
+            c.err(_key(p, "v3_checksum_as_v2"), "applies only to IPv4 instances")
+            as_v2 = False
         instances.append(
             VrrpInstance(
                 name=name or "",
@@ -782,6 +787,7 @@ def _ha(c: _Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
                 pools=tuple(owned),
                 unicast_peers=tuple(peers),
                 family=family,
+                v3_checksum_as_v2=as_v2,
             )
         )
     return HaConfig(

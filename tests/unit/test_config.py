@@ -113,11 +113,13 @@ ha:
       family: IPv4
       pools: [web-1]
       unicast_peers: [198.18.0.2, 198.18.0.3]
+      v3_checksum_as_v2: true
     - name: vi-6
       vrid: 1
       advert_interval: 10ms
       family: IPv6
       unicast_peers: ["fd00:198:18:0:0::2"]
+      v3_checksum_as_v2: false
 dns:
   enabled: false
   listen: ["[::1]:53", "198.18.0.1:5353"]
@@ -231,6 +233,7 @@ def test_every_key_accepted_with_another_value() -> None:
                 family="IPv4",
                 pools=("web-1",),
                 unicast_peers=("198.18.0.2", "198.18.0.3"),
+                v3_checksum_as_v2=True,
             ),
             VrrpInstance(
                 name="vi-6",
@@ -250,6 +253,23 @@ def test_every_key_accepted_with_another_value() -> None:
     )
     assert c.health == HealthConfig(False, 0.5, 0.25, 1, 10)
     assert c.web == WebConfig(("::", 8443), "admin", "s3cret")
+
+
+def test_every_instance_key_accepted_with_its_default() -> None:
+    every = {
+        **INST,
+        "priority": 100,
+        "advert_interval": "1s",
+        "preempt": True,
+        "preempt_delay": 0,
+        "family": "IPv4",
+        "pools": [],
+        "unicast_peers": [],
+        "v3_checksum_as_v2": False,
+    }
+    for instance in (INST, every):
+        ha = parse_config(with_("ha", {"interface": "eth0", "instances": [instance]})).ha
+        assert ha.instances == (VrrpInstance("vi-1", 51),)
 
 
 def test_null_sections_and_lists_count_as_empty() -> None:
@@ -350,7 +370,7 @@ def ha_with(**fields: Any) -> dict[str, Any]:
     return with_("ha", {"interface": "eth0", "instances": [{**INST, **fields}]})
 
 
-ERROR_CASES: list[tuple[str, dict[str, Any] | object, str]] = [
+ERROR_CASES: list[tuple[str, Any, str]] = [
     # the document
     ("empty", None, "(top level): the configuration is empty"),
     ("list", [1], "(top level): must be a mapping of sections (cluster, pools, ...), got a list"),
@@ -364,7 +384,7 @@ ERROR_CASES: list[tuple[str, dict[str, Any] | object, str]] = [
         with_("zzz", 1),
         "zzz: unknown key (expected one of: cluster, pools, dataplane, ha, dns, health, web)",
     ),
-    ("non-string key", {1: "x", **MINIMAL}, "(top level): key 1 is not a known key"),
+    ("non-string key", {**MINIMAL, 1: "x"}, "(top level): key 1 is not a known key"),
     # cluster
     (
         "neither source",
@@ -621,6 +641,11 @@ ERROR_CASES: list[tuple[str, dict[str, Any] | object, str]] = [
         ha_with(preempt="no"),
         "ha.instances[0].preempt: must be true or false, got a string ('no'): write true or false"
         " without quotes",
+    ),
+    (
+        "checksum as v2 on IPv6",
+        ha_with(family="IPv6", v3_checksum_as_v2=True),
+        "ha.instances[0].v3_checksum_as_v2: applies only to IPv4 instances",
     ),
     (
         "unknown pool",
@@ -1023,7 +1048,7 @@ KEYS = [
     "interface", "garp_count", "garp_interval", "garp_refresh", "instances", "vrid",
     "priority", "advert_interval", "preempt", "preempt_delay", "family", "unicast_peers",
     "enabled", "listen", "zones", "ttl", "cluster_ips", "interval", "timeout", "rise", "fall",
-    "basic_auth", "username", "password", "password_file",
+    "basic_auth", "username", "password", "password_file", "v3_checksum_as_v2",
 ]  # fmt: skip
 SCALARS = st.one_of(
     st.none(),
