@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -1115,3 +1116,34 @@ def test_random_sections_never_raise_anything_but_config_error(data: dict[str, A
         parse_config(data)
     except ConfigError as e:
         assert e.errors
+
+
+# --- the reference page matches the code ----------------------------------------------------
+
+
+def documented_keys() -> list[str]:
+    text = (REPO / "docs" / "config.md").read_text()
+    return re.findall(r"^\| `([a-z0-9_.\[\]]+)` \|", text, flags=re.MULTILINE)
+
+
+def test_docs_list_every_key() -> None:
+    documented = {path.replace("[]", "").rsplit(".", 1)[-1] for path in documented_keys()}
+    assert set(KEYS) - {"cluster", "pools", "dataplane", "ha", "dns", "health", "web"} <= (
+        documented
+    )
+
+
+@pytest.mark.parametrize("path", documented_keys())
+def test_every_documented_key_is_accepted(path: str) -> None:
+    # Put the key where the docs say it lives; any error but "unknown key" is fine here.
+    data: dict[str, Any] = copy.deepcopy(MINIMAL)
+    node: Any = data
+    parts = path.split(".")
+    for part in parts[:-1]:
+        name = part.removesuffix("[]")
+        node = node.setdefault(name, [{}])[0] if part.endswith("[]") else node.setdefault(name, {})
+    node[parts[-1].removesuffix("[]")] = "x"
+    try:
+        parse_config(data)
+    except ConfigError as e:
+        assert not [line for line in e.errors if "unknown key" in line]
