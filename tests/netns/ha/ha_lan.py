@@ -7,13 +7,15 @@ torn down by the fixture that built it. Processes started here are children we w
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PREFIX = "aha-"
 NET4 = "198.18.20."
@@ -254,3 +256,108 @@ class Keepalived:
         self.child.stop(signal.SIGTERM)
         for p in (self.pidfile, self.vrrp_pidfile):
             p.unlink(missing_ok=True)
+
+
+REPO = Path(__file__).resolve().parents[3]
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+
+
+def appliance_yaml(
+    workdir: Path,
+    instances: Sequence[dict[str, object]],
+    *,
+    garp_count: int = 3,
+    garp_interval: str = "10ms",
+) -> str:
+    """An appliance.yaml with one pool per family on the test LAN and these instances."""
+    (workdir / "manifests").mkdir(exist_ok=True)
+    lines = [
+        "cluster:",
+        f"  manifests: {workdir / 'manifests'}",
+        "pools:",
+        "  - name: lan4",
+        f"    addresses: ['{NET4}100-{NET4}119']",
+        "  - name: lan4b",
+        f"    addresses: ['{NET4}120-{NET4}139']",
+        "  - name: lan6",
+        f"    addresses: ['{NET6}100-{NET6}11f']",
+        "ha:",
+        "  interface: eth0",
+        f"  garp_count: {garp_count}",
+        f"  garp_interval: {garp_interval}",
+        "  instances:",
+    ]
+    for inst in instances:
+        first = True
+        for key, value in inst.items():
+            text = json.dumps(value)
+            lines.append(f"    {'- ' if first else '  '}{key}: {text}")
+            first = False
+    return "\n".join(lines) + "\n"
+
+
+class Ours:
+    """Our speaker (`python -m appliance.ha.command`) in a namespace, status as JSON."""
+
+    def __init__(
+        self, host: Host, config: str, workdir: Path, tag: str, vips: Sequence[str]
+    ) -> None:
+        self.host = host
+        self.config = workdir / f"{tag}.yaml"
+        self.config.write_text(config)
+        self.status_file = workdir / f"{tag}.status.json"
+        self.status_file.unlink(missing_ok=True)
+        argv = [
+            PYTHON,
+            "-m",
+            "appliance.ha.command",
+            "-v",
+            "--config",
+            str(self.config),
+            "--status-file",
+            str(self.status_file),
+        ]
+        for vip in vips:
+            argv += ["--vip", vip]
+        self.child = Child(host.ns, argv, workdir / f"{tag}.log")
+
+    def status(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.status_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"instances": [], "dropped": {}, "owners": {}}
+        return data
+
+    def states(self) -> dict[str, str]:
+        return {i["name"]: i["state"] for i in self.status()["instances"]}
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        return self.child.stop(sig)
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def web_server(host: Host, workdir: Path, name: str) -> Child:
+    """A tiny HTTP server on port 8080 answering /who with `name`: traffic to the VIP."""
+    root = workdir / f"www-{name}"
+    root.mkdir(exist_ok=True)
+    (root / "who").write_text(name)
+    return Child(
+        host.ns,
+        [PYTHON, "-m", "http.server", "-b", "::", "-d", str(root), "8080"],
+        workdir / f"www-{name}.log",
+    )
+
+
+def fetch(client: Host, vip: str) -> str | None:
+    """Who answers on the VIP (None if nobody does within a second)."""
+    host = f"[{vip}]" if ":" in vip else vip
+    out = client.run("curl", "-s", "--max-time", "1", f"http://{host}:8080/who", check=False)
+    return out.stdout if out.returncode == 0 else None

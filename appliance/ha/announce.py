@@ -1,0 +1,132 @@
+"""Puts VIPs on the interface of the host that owns them and tells the LAN (GARP / NA).
+
+The only code in `ha/` that changes the kernel's addresses. Adding an address that is
+there, or removing one that is not, is not an error: the announcer is told the level
+("hold these"), not the edge, and may be told twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+
+from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
+from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped,unused-ignore]
+
+from appliance.ha import frames
+from appliance.ha.link import LinkInfo, lookup
+
+log = logging.getLogger(__name__)
+
+IFA_F_NODAD = 0x02  # a VIP that waited for DAD would arrive a second late
+
+
+class Announcer:
+    """VIP addresses and their announcements on one interface."""
+
+    def __init__(
+        self,
+        interface: str,
+        *,
+        garp_count: int = 5,
+        garp_interval: float = 0.02,
+        garp_refresh: float = 0.0,
+    ) -> None:
+        self.interface = interface
+        self.garp_count = garp_count
+        self.garp_interval = garp_interval
+        self.garp_refresh = garp_refresh
+        self.held: set[str] = set()
+        self.frames_sent = 0
+        self.errors = 0
+        self._ipr: AsyncIPRoute | None = None
+        self._packet: socket.socket | None = None
+        self._link: LinkInfo | None = None
+        self._lock = asyncio.Lock()
+        self._refresher: asyncio.Task[None] | None = None
+        self._bursts: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._ipr = AsyncIPRoute()
+        self._link = await lookup(self._ipr, self.interface)
+        self._packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        self._packet.bind((self.interface, 0))
+        self._packet.setblocking(False)
+        if self.garp_refresh > 0:
+            self._refresher = asyncio.create_task(self._refresh())
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._refresher, *self._bursts) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._packet is not None:
+            self._packet.close()
+        if self._ipr is not None:
+            self._ipr.close()
+
+    async def hold(self, vips: Iterable[str]) -> None:
+        """Add the VIPs to the interface, then announce them (a burst, in the background)."""
+        wanted = sorted(set(vips))
+        async with self._lock:
+            for vip in wanted:
+                await self._address("add", vip)
+                self.held.add(vip)
+        if wanted:
+            task = asyncio.create_task(self._burst(wanted))
+            self._bursts.add(task)
+            task.add_done_callback(self._bursts.discard)
+
+    async def release(self, vips: Iterable[str]) -> None:
+        async with self._lock:
+            for vip in sorted(set(vips)):
+                await self._address("del", vip)
+                self.held.discard(vip)
+
+    async def _address(self, command: str, vip: str) -> None:
+        assert self._ipr is not None and self._link is not None, "start() first"
+        address = ipaddress.ip_address(vip)
+        extra = {"flags": IFA_F_NODAD} if address.version == 6 else {}
+        try:
+            await self._ipr.addr(
+                command,
+                index=self._link.index,
+                address=str(address),
+                prefixlen=address.max_prefixlen,
+                **extra,
+            )
+        except NetlinkError as e:
+            if (command, e.code) in (("add", errno.EEXIST), ("del", errno.EADDRNOTAVAIL)):
+                return
+            self.errors += 1
+            log.warning("%s: %s %s: %s", self.interface, command, vip, e)
+
+    async def _burst(self, vips: list[str]) -> None:
+        for i in range(self.garp_count):
+            if i:
+                await asyncio.sleep(self.garp_interval)
+            self.announce(v for v in vips if v in self.held)
+
+    def announce(self, vips: Iterable[str]) -> None:
+        """Send one GARP / unsolicited NA per VIP, now."""
+        assert self._packet is not None and self._link is not None, "start() first"
+        for vip in vips:
+            frame = frames.announcement(self._link.mac, vip, self._link.ipv6_link_local)
+            try:
+                self._packet.send(frame)
+                self.frames_sent += 1
+            except OSError as e:  # link down: the next burst or refresh will do
+                self.errors += 1
+                log.debug("%s: announce %s: %s", self.interface, vip, e)
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.garp_refresh)
+            self.announce(sorted(self.held))

@@ -1,0 +1,143 @@
+"""`appliance ha`: run the VRRP speaker of appliance.yaml on its own, for given VIPs.
+
+The daemon runs the speaker with the VIPs its plan allocates; this command is for trying
+HA alone (and for the interop tests): `appliance ha --config appliance.yaml --vip 198.18.20.100`.
+SIGTERM or Ctrl-C resigns with priority 0 and removes the VIPs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_CONFIG = 2
+
+
+def register(subparsers: Any) -> None:
+    """Add `ha` to the `appliance` command's subparsers."""
+    p = subparsers.add_parser(
+        "ha",
+        help="run the VRRPv3 speaker for some VIPs (without the rest of the daemon)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    # dest config_opt: `appliance` main() turns it into args.config for every subcommand.
+    p.add_argument(
+        "--config", "-c", dest="config_opt", required=True, help="appliance.yaml (ha:, pools:)"
+    )
+    p.add_argument(
+        "--vip",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="a VIP to announce (repeatable); it goes to the instance owning its pool",
+    )
+    p.add_argument("--status-file", help="keep the speaker's status here as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every dropped advert")
+    p.set_defaults(func=cmd_ha)
+
+
+def _status_json(status: Any) -> str:
+    data = asdict(status)
+    data["owners"] = status.owners
+    return json.dumps(data, indent=1, sort_keys=True)
+
+
+def _write(path: str | None, text: str) -> None:
+    if path is None:
+        return
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # readers never see half a file
+
+
+async def _run(args: argparse.Namespace, config: Any, vips: list[Any]) -> int:
+    from appliance.ha.speaker import Speaker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    speaker = Speaker(config.ha, pools=config.pools)
+    speaker.on_change = lambda s: _write(args.status_file, _status_json(speaker.status()))
+    speaker.set_vips(vips)
+    try:
+        await speaker.start()
+    except OSError as e:
+        print(f"appliance ha: {e}", file=sys.stderr)
+        return 1
+    try:
+        while not stop.is_set():
+            _write(args.status_file, _status_json(speaker.status()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+    finally:
+        await speaker.stop()
+        _write(args.status_file, _status_json(speaker.status()))
+    return 0
+
+
+def cmd_ha(args: argparse.Namespace) -> int:
+    from appliance.config import ConfigError, load_config
+    from appliance.model import Vip
+
+    path = getattr(args, "config", None) or args.config_opt
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.verbose:
+        logging.getLogger("appliance").setLevel(logging.DEBUG)
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        print(f"appliance ha: bad config {path}:", file=sys.stderr)
+        for line in e.errors:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if config.ha.interface is None or not config.ha.instances:
+        print(f"appliance ha: {path}: no ha.interface or ha.instances", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    vips = []
+    for text in args.vip:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            print(f"appliance ha: --vip {text!r}: not an IP address", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        pool = next(
+            (
+                p.name
+                for p in config.pools
+                for first, last in p.ranges
+                if first.version == address.version and first <= address <= last  # type: ignore[operator]
+            ),
+            None,
+        )
+        if pool is None:
+            print(f"appliance ha: --vip {text}: in no pool of {path}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        vips.append(Vip(str(address), pool, ()))
+    return asyncio.run(_run(args, config, vips))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="appliance")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["ha", *(sys.argv[1:] if argv is None else argv)])
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

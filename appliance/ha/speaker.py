@@ -1,0 +1,464 @@
+"""The VRRPv3 speaker: raw IP sockets (protocol 112) and asyncio timers around the pure
+codec (`vrrp`) and state machine (`virtual_router`), driving the announcer.
+
+One speaker per interface runs every configured instance (VRID) on it. The daemon calls:
+
+    speaker = Speaker(config.ha, pools=config.pools)
+    await speaker.start()
+    speaker.set_vips(desired.vips)      # every time the plan changes; cheap when unchanged
+    speaker.status()                    # for the status page
+    await speaker.stop()                # priority 0, VIPs removed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
+
+from appliance.config_types import HaConfig, Pool, VrrpInstance
+from appliance.ha import vrrp
+from appliance.ha.announce import Announcer
+from appliance.ha.link import LinkInfo, is_up, lookup
+from appliance.ha.virtual_router import (
+    Action,
+    RouterSettings,
+    Send,
+    State,
+    Transition,
+    VirtualRouter,
+)
+from appliance.model import Vip
+
+log = logging.getLogger(__name__)
+
+LINK_POLL = 0.05  # seconds between interface state checks (Fault detection)
+IPTOS_PREC_INTERNETCONTROL = 0xC0  # what keepalived and routers mark VRRP with
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStatus:
+    name: str
+    vrid: int
+    family: str
+    state: State
+    since: float  # wall-clock time of the last transition (epoch seconds)
+    master: str | None  # the master's address as last seen (ours when we are master)
+    priority: int
+    advert_interval: float
+    adverts_in: int
+    adverts_out: int
+    dropped: Mapping[str, int]  # by reason (vrrp.DROP_REASONS, "send")
+    vips: tuple[str, ...]  # the group this instance owns
+    holding: tuple[str, ...]  # those of them on this host now
+
+
+@dataclass(frozen=True, slots=True)
+class HaStatus:
+    interface: str
+    instances: tuple[InstanceStatus, ...]
+    dropped: Mapping[str, int]  # adverts not attributable to an instance (garbage, other VRIDs)
+
+    @property
+    def owners(self) -> dict[str, str]:
+        """VIP -> the instance holding it on this host."""
+        return {vip: i.name for i in self.instances for vip in i.holding}
+
+
+def instance_vips(
+    instance: VrrpInstance, vips: Iterable[Vip], *, every_pool: bool = False
+) -> tuple[str, ...]:
+    """The VIPs an instance owns: its family, from its pools (all pools if it names none)."""
+    version = 4 if instance.family == "IPv4" else 6
+    chosen = {
+        str(ipaddress.ip_address(v.address))
+        for v in vips
+        if ipaddress.ip_address(v.address).version == version
+        and (every_pool or not instance.pools or v.pool in instance.pools)
+    }
+    return tuple(sorted(chosen, key=lambda a: int(ipaddress.ip_address(a))))
+
+
+def _in_pools(address: str, pools: Sequence[Pool]) -> bool:
+    ip = ipaddress.ip_address(address)
+    return any(
+        first.version == ip.version and first <= ip <= last  # type: ignore[operator]
+        for pool in pools
+        for first, last in pool.ranges
+    )
+
+
+class _Instance:
+    def __init__(self, config: VrrpInstance, router: VirtualRouter) -> None:
+        self.config = config
+        self.router = router
+        self.vips: tuple[str, ...] = ()
+        self.adverts_in = 0
+        self.adverts_out = 0
+        self.dropped: Counter[str] = Counter()
+        self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def family(self) -> vrrp.Family:
+        return 4 if self.config.family == "IPv4" else 6
+
+
+class _Channel:
+    """The two raw sockets of one family: receiving (multicast joined) and sending (bound to
+    our source address, which the checksum covers)."""
+
+    def __init__(self, family: vrrp.Family, link: LinkInfo) -> None:
+        self.family = family
+        self.source = link.ipv4 if family == 4 else link.ipv6_link_local
+        if self.source is None:
+            kind = "IPv4 address" if family == 4 else "IPv6 link-local address"
+            raise OSError(f"interface {link.name}: no {kind} to send VRRP from")
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        self.recv = socket.socket(af, socket.SOCK_RAW, vrrp.PROTO_VRRP)
+        self.send = socket.socket(af, socket.SOCK_RAW, vrrp.PROTO_VRRP)
+        ifname = link.name.encode()
+        for s in (self.recv, self.send):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname)
+            s.setblocking(False)
+        if family == 4:
+            mreqn = struct.pack("4s4si", socket.inet_aton(vrrp.GROUP_V4), b"\0\0\0\0", link.index)
+            self.recv.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, vrrp.TTL)
+            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, vrrp.TTL)
+            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, IPTOS_PREC_INTERNETCONTROL)
+            self.send.bind((self.source, 0))
+        else:
+            mreq = socket.inet_pton(socket.AF_INET6, vrrp.GROUP_V6) + struct.pack("@I", link.index)
+            self.recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            self.recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+            self.recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, link.index)
+            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, vrrp.TTL)
+            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, vrrp.TTL)
+            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            self.send.setsockopt(
+                socket.IPPROTO_IPV6, socket.IPV6_TCLASS, IPTOS_PREC_INTERNETCONTROL
+            )
+            self.send.bind((self.source, 0, 0, link.index))
+        self.index = link.index
+
+    def read(self) -> tuple[bytes, str, str, int] | None:
+        """One message as (vrrp bytes, source, destination, ttl); None when drained.
+        Raises AdvertError for an IPv4 packet whose header makes no sense."""
+        try:
+            data, ancillary, _, peer = self.recv.recvmsg(4096, 256)
+        except (BlockingIOError, InterruptedError):
+            return None
+        if self.family == 4:
+            packet = vrrp.parse_ipv4(data)
+            return packet.payload, packet.source, packet.destination, packet.ttl
+        ttl, destination = -1, vrrp.GROUP_V6
+        for level, kind, value in ancillary:
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_HOPLIMIT:
+                ttl = struct.unpack("@i", value[:4])[0]
+            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                destination = socket.inet_ntop(socket.AF_INET6, value[:16])
+        source = str(peer[0]).split("%")[0]
+        return data, source, destination, ttl
+
+    def sendto(self, message: bytes, destination: str) -> None:
+        if self.family == 4:
+            self.send.sendto(message, (destination, 0))
+        else:
+            self.send.sendto(message, (destination, 0, 0, self.index))
+
+    def close(self) -> None:
+        self.recv.close()
+        self.send.close()
+
+
+class Speaker:
+    """Every VRRP instance of one interface. Use from one asyncio loop."""
+
+    def __init__(
+        self,
+        ha: HaConfig,
+        *,
+        pools: Sequence[Pool] = (),
+        announcer: Announcer | None = None,
+        on_change: Callable[[InstanceStatus], None] | None = None,
+    ) -> None:
+        if ha.interface is None:
+            raise ValueError("ha.interface is not set: there is nothing to speak VRRP on")
+        self.ha = ha
+        self.interface = ha.interface
+        self.pools = tuple(pools)
+        self.announcer = announcer or Announcer(
+            ha.interface,
+            garp_count=ha.garp_count,
+            garp_interval=ha.garp_interval,
+            garp_refresh=ha.garp_refresh,
+        )
+        self.on_change = on_change
+        self.dropped: Counter[str] = Counter()
+        self._instances: list[_Instance] = []
+        self._channels: dict[int, _Channel] = {}
+        self._ipr: AsyncIPRoute | None = None
+        self._link: LinkInfo | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._monitor: asyncio.Task[None] | None = None
+        self._all_vips: tuple[Vip, ...] = ()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the daemon's API -----------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ipr = AsyncIPRoute()
+        # A VIP left behind by a killed run must not become our primary address.
+        link = await lookup(self._ipr, self.interface, skip=lambda a: _in_pools(a, self.pools))
+        self._link = link
+        await self.announcer.start()
+        for family in sorted({4 if i.family == "IPv4" else 6 for i in self.ha.instances}):
+            channel = _Channel(family, link)
+            self._channels[family] = channel
+            self._loop.add_reader(channel.recv.fileno(), self._readable, channel)
+        now = self._loop.time()
+        for config in self.ha.instances:
+            family = 4 if config.family == "IPv4" else 6
+            settings = RouterSettings(
+                vrid=config.vrid,
+                priority=config.priority,
+                interval_cs=vrrp.interval_cs(config.advert_interval),
+                address=self._channels[family].source or "",
+                preempt=config.preempt,
+                preempt_delay=config.preempt_delay,
+            )
+            inst = _Instance(config, VirtualRouter(settings))
+            inst.router.link_up = link.up
+            self._instances.append(inst)
+        self.set_vips(self._all_vips)
+        for inst in self._instances:
+            self._apply(inst, inst.router.start(now))
+        self._monitor = asyncio.create_task(self._watch_link())
+
+    def set_vips(self, vips: Iterable[Vip]) -> None:
+        """The VIPs the plan wants announced; each instance takes its group."""
+        self._all_vips = tuple(vips)
+        for inst in self._instances:
+            new = instance_vips(inst.config, self._all_vips)
+            added = sorted(set(new) - set(inst.vips))
+            removed = sorted(set(inst.vips) - set(new))
+            first = not inst.vips and inst.adverts_out == 0
+            inst.vips = new
+            if inst.router.state == "master":
+                self._spawn(self.announcer.hold(added))
+                self._spawn(self.announcer.release(removed))
+            else:
+                # Not ours to hold: clear leftovers of an earlier run, idempotently.
+                self._spawn(self.announcer.release(removed + (added if first else [])))
+
+    def status(self) -> HaStatus:
+        loop_now = self._loop.time() if self._loop else 0.0
+        wall = time.time()
+        held = self.announcer.held
+        return HaStatus(
+            interface=self.interface,
+            instances=tuple(
+                InstanceStatus(
+                    name=i.config.name,
+                    vrid=i.config.vrid,
+                    family=i.config.family,
+                    state=i.router.state,
+                    since=wall - (loop_now - i.router.since),
+                    master=i.router.master_address,
+                    priority=i.config.priority,
+                    advert_interval=i.router.settings.interval_cs / 100,
+                    adverts_in=i.adverts_in,
+                    adverts_out=i.adverts_out,
+                    dropped=dict(i.dropped),
+                    vips=i.vips,
+                    holding=tuple(v for v in i.vips if v in held),
+                )
+                for i in self._instances
+            ),
+            dropped=dict(self.dropped),
+        )
+
+    async def stop(self) -> None:
+        """Resign (priority 0) so the backups take over at once, then remove our VIPs."""
+        if self._loop is None:
+            return
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        now = self._loop.time()
+        for inst in self._instances:
+            self._apply(inst, inst.router.shutdown(now))
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for channel in self._channels.values():
+            self._loop.remove_reader(channel.recv.fileno())
+            channel.close()
+        self._channels.clear()
+        await self.announcer.close()
+        if self._ipr is not None:
+            self._ipr.close()
+
+    # -- internals --------------------------------------------------------------------
+    def _spawn(self, coro: object) -> None:
+        if not asyncio.iscoroutine(coro):
+            return
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: %s", self.interface, task.exception())
+
+    def _apply(self, inst: _Instance, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(inst, action.priority)
+            elif isinstance(action, Transition):
+                self._transition(inst, action)
+        self._schedule(inst)
+
+    def _send(self, inst: _Instance, priority: int) -> None:
+        channel = self._channels[inst.family]
+        advert = vrrp.Advert(
+            inst.config.vrid,
+            priority,
+            inst.router.settings.interval_cs,
+            inst.vips[:255],
+            inst.family,
+        )
+        group = vrrp.GROUP_V4 if inst.family == 4 else vrrp.GROUP_V6
+        for destination in inst.config.unicast_peers or (group,):
+            message = vrrp.encode(
+                advert,
+                channel.source or "",
+                destination,
+                pseudo_header=not inst.config.v3_checksum_as_v2,
+            )
+            try:
+                channel.sendto(message, destination)
+                inst.adverts_out += 1
+            except OSError as e:  # link down, or no route to a unicast peer
+                inst.dropped["send"] += 1
+                log.debug(
+                    "%s: VRID %d: send to %s: %s", self.interface, inst.config.vrid, destination, e
+                )
+
+    def _transition(self, inst: _Instance, t: Transition) -> None:
+        log.info(
+            "%s: %s (VRID %d): %s -> %s (%s)",
+            self.interface,
+            inst.config.name,
+            inst.config.vrid,
+            t.old,
+            t.new,
+            t.reason,
+        )
+        if t.new == "master":
+            self._spawn(self.announcer.hold(inst.vips))
+        elif t.old == "master":
+            self._spawn(self.announcer.release(inst.vips))
+        if self.on_change is not None:
+            for s in self.status().instances:
+                if s.vrid == inst.config.vrid and s.family == inst.config.family:
+                    self.on_change(s)
+
+    def _schedule(self, inst: _Instance) -> None:
+        assert self._loop is not None
+        if inst.timer is not None:
+            inst.timer.cancel()
+            inst.timer = None
+        deadline = inst.router.deadline
+        if deadline is not None:
+            inst.timer = self._loop.call_at(deadline, self._expire, inst)
+
+    def _expire(self, inst: _Instance) -> None:
+        assert self._loop is not None
+        inst.timer = None
+        self._apply(inst, inst.router.expire(self._loop.time()))
+
+    def _readable(self, channel: _Channel) -> None:
+        assert self._loop is not None
+        vrids = {i.config.vrid for i in self._instances if i.family == channel.family}
+        for _ in range(64):  # bounded: a flood must not starve the timers
+            try:
+                got = channel.read()
+            except vrrp.AdvertError as e:
+                self.dropped[e.reason] += 1
+                continue
+            except OSError as e:
+                log.debug("%s: receive: %s", self.interface, e)
+                return
+            if got is None:
+                return
+            message, source, destination, ttl = got
+            if source == channel.source:
+                continue  # our own advert, looped back by a bridge or unicast to ourselves
+            self._receive(channel, vrids, message, source, destination, ttl)
+
+    def _receive(
+        self,
+        channel: _Channel,
+        vrids: set[int],
+        message: bytes,
+        source: str,
+        destination: str,
+        ttl: int,
+    ) -> None:
+        assert self._loop is not None
+        owner = next(
+            (
+                i
+                for i in self._instances
+                if i.family == channel.family and len(message) > 1 and i.config.vrid == message[1]
+            ),
+            None,
+        )
+        try:
+            received = vrrp.decode(
+                message,
+                family=channel.family,
+                source=source,
+                destination=destination,
+                ttl=ttl,
+                vrids=vrids,
+            )
+        except vrrp.AdvertError as e:
+            (owner.dropped if owner else self.dropped)[e.reason] += 1
+            log.debug("%s: dropped advert: %s", self.interface, e)
+            return
+        assert owner is not None
+        owner.adverts_in += 1
+        self._apply(owner, owner.router.receive(received.advert, source, self._loop.time()))
+
+    async def _watch_link(self) -> None:
+        assert self._ipr is not None and self._link is not None and self._loop is not None
+        up = self._link.up
+        while True:
+            await asyncio.sleep(LINK_POLL)
+            try:
+                now_up = await is_up(self._ipr, self._link.index)
+            except Exception as e:  # the interface vanished: treat as down
+                log.warning("%s: link state: %s", self.interface, e)
+                now_up = False
+            if now_up == up:
+                continue
+            up = now_up
+            log.info("%s: link %s", self.interface, "up" if up else "down")
+            now = self._loop.time()
+            for inst in self._instances:
+                self._apply(inst, inst.router.set_link(up, now))
