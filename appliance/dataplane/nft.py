@@ -1,0 +1,290 @@
+"""The nftables backend: one `inet` table of our own, changed in atomic transactions.
+
+The first apply of a process loads the whole table in one transaction, unless the table
+already carries the marker (a fingerprint of the services it was built from, kept in the
+comment of the `generation` chain's only rule) of exactly what we want, as after
+`appliance apply` run twice or a daemon restart. Every later apply sends only the
+difference for the services that changed, and updates the marker in the same
+transaction. Established connections survive either way: conntrack keeps their NAT binding.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.config_types import DataplaneConfig
+from appliance.dataplane import conntrack, sysctl
+from appliance.dataplane.base import (
+    ApplyReport,
+    DataplaneError,
+    by_key,
+    rs_label,
+    run_tool,
+    vs_label,
+)
+from appliance.dataplane.nftrules import (
+    DEFAULT_SEED,
+    DEFAULT_TABLE,
+    Fragment,
+    build,
+    diff,
+    digest,
+    fragment,
+    marker_cmds,
+    marker_of,
+    render_full,
+)
+from appliance.model import DesiredState, RealServer, VirtualService
+
+Key = tuple[str, int, str]
+
+
+@dataclass
+class _Applied:
+    """What we last put in the kernel, per service (our memory, not the kernel's word)."""
+
+    services: dict[Key, VirtualService] = field(default_factory=dict)
+    fragments: dict[Key, Fragment] = field(default_factory=dict)
+    digests: dict[Key, int] = field(default_factory=dict)
+    marker: str | None = None
+
+
+class NftablesBackend:
+    name = "nftables"
+
+    def __init__(
+        self,
+        config: DataplaneConfig | None = None,
+        *,
+        table: str = DEFAULT_TABLE,
+        netns: str | None = None,
+        seed: int = DEFAULT_SEED,
+        check_sysctls: bool = True,
+    ) -> None:
+        self.config = config or DataplaneConfig()
+        self.table = table
+        self.netns = netns
+        self.seed = seed
+        self.check_sysctls = check_sysctls
+        self._applied: _Applied | None = None
+        self._checked: set[str] = set()
+
+    # --- pure parts -------------------------------------------------------------------
+
+    def _fragments(
+        self, wanted: dict[Key, VirtualService], old: _Applied | None
+    ) -> dict[Key, Fragment]:
+        out: dict[Key, Fragment] = {}
+        for key, vs in wanted.items():
+            if old is not None and old.services.get(key) == vs:
+                out[key] = old.fragments[key]
+            else:
+                out[key] = fragment(vs, self.seed)
+        return out
+
+    def script(self, desired: DesiredState) -> str:
+        """The full transaction for `desired`, without the marker (stable for golden files)."""
+        wanted = by_key(_sorted(desired.virtual_services))
+        return render_full(build(self._fragments(wanted, None).values()), self.table)
+
+    def render(self, desired: DesiredState) -> str:
+        return self.script(desired)
+
+    # --- the kernel -------------------------------------------------------------------
+
+    async def _nft(self, script: str) -> None:
+        rc, _, err = await run_tool(["nft", "-f", "-"], script.encode(), self.netns)
+        if rc != 0:
+            raise DataplaneError(f"nft refused the transaction: {_nft_error(err, script)}")
+
+    async def _kernel_marker(self) -> str | None:
+        rc, out, _ = await run_tool(
+            ["nft", "-j", "list", "chain", "inet", self.table, "generation"], None, self.netns
+        )
+        if rc != 0:
+            return None
+        for item in json.loads(out).get("nftables", []):
+            rule = item.get("rule")
+            if rule and rule.get("comment"):
+                return str(rule["comment"])
+        return None
+
+    async def _preflight(self, wanted: dict[Key, VirtualService]) -> None:
+        if not self.check_sysctls:
+            return
+        families = {vs.family for vs in wanted.values()} | {"IPv4"}
+        need = [n for f in sorted(families) for n in sysctl.FORWARDING[f] if n not in self._checked]
+        if need:
+            await sysctl.require(need, self.name, self.netns)
+            self._checked.update(need)
+
+    async def apply(self, desired: DesiredState) -> ApplyReport:
+        t0 = time.perf_counter()
+        wanted = by_key(desired.virtual_services)
+        old = self._applied
+        if old is not None and old.services == wanted:
+            return ApplyReport(self.name, seconds=time.perf_counter() - t0)
+        await self._preflight(wanted)
+        frags = self._fragments(wanted, old)
+        digests = {
+            k: old.digests[k]
+            if old is not None and old.services.get(k) == vs
+            else digest(vs, self.seed)
+            for k, vs in wanted.items()
+        }
+        marker = marker_of(sum(digests.values()))
+        added: list[str] = []
+        changed: list[str] = []
+        removed: list[str] = []
+        stale: list[tuple[VirtualService, str]] = []  # UDP backends whose flows must go
+        full = False
+        calls = 0
+        if old is None or old.marker is None:
+            warnings = build(frags.values()).warnings
+            if await self._kernel_marker() != marker:
+                await self._load_full(wanted, frags, marker)
+                full, calls = True, 1
+                added = [vs_label(vs) for vs in wanted.values()]
+        else:
+            touched = [
+                k
+                for k in wanted.keys() | old.services.keys()
+                if old.services.get(k) != wanted.get(k)
+            ]
+            before = build(old.fragments[k] for k in touched if k in old.fragments)
+            after = build(frags[k] for k in touched if k in frags)
+            warnings = after.warnings
+            delta = diff(before, after, self.table)
+            if delta.needs_full:
+                await self._load_full(wanted, frags, marker)
+                full = True
+            else:
+                cmds = [*delta.commands, *marker_cmds(self.table, marker)]
+                await self._nft("\n".join(cmds) + "\n")
+            calls = 1
+            for k in touched:
+                o, n = old.services.get(k), wanted.get(k)
+                if o is None and n is not None:
+                    added.append(vs_label(n))
+                elif n is None and o is not None:
+                    removed.append(vs_label(o))
+                    stale.extend((o, rs.address) for rs in o.real_servers)
+                elif o is not None and n is not None:
+                    changed.append(vs_label(n))
+                    keep = {rs.address for rs in n.real_servers if rs.weight > 0}
+                    stale.extend((o, rs.address) for rs in o.real_servers if rs.address not in keep)
+        self._applied = _Applied(dict(wanted), frags, digests, marker)
+        warn = list(warnings)
+        for vs, address in stale:
+            if vs.protocol == "UDP":
+                try:
+                    await conntrack.forget_udp(vs.vip, vs.port, address, self.netns)
+                except DataplaneError as e:
+                    warn.append(f"{rs_label(vs, address)}: {e}")
+        return ApplyReport(
+            self.name,
+            added=tuple(sorted(added)),
+            changed=tuple(sorted(changed)),
+            removed=tuple(sorted(removed)),
+            warnings=tuple(warn),
+            seconds=time.perf_counter() - t0,
+            full_replace=full,
+            kernel_calls=calls,
+        )
+
+    async def _load_full(
+        self, wanted: dict[Key, VirtualService], frags: dict[Key, Fragment], marker: str
+    ) -> None:
+        """Replace our table in one transaction: first apply of a process, or a change
+        only a reload expresses. Established flows keep their conntrack NAT binding."""
+        ordered = (frags[vs.key] for vs in _sorted(wanted.values()))
+        await self._nft(render_full(build(ordered), self.table, marker))
+
+    async def current(self) -> tuple[VirtualService, ...]:
+        rc, out, err = await run_tool(
+            ["nft", "-j", "list", "table", "inet", self.table], None, self.netns
+        )
+        if rc != 0:
+            if b"No such file" in err:
+                return ()
+            raise DataplaneError(f"nft list table: {err.decode(errors='replace').strip()}")
+        return read_back(json.loads(out))
+
+
+def _nft_error(err: bytes, script: str) -> str:
+    """nft's first complaint plus the command it was about (nft names it by line number)."""
+    lines = err.decode(errors="replace").strip().splitlines()
+    if not lines:
+        return "no message"
+    first = lines[0]
+    parts = first.split(":")
+    if len(parts) > 2 and parts[0] == "/dev/stdin" and parts[1].isdigit():
+        commands = script.splitlines()
+        n = int(parts[1])
+        if 0 < n <= len(commands):
+            first = f"{first.split('Error:', 1)[-1].strip()} in `{commands[n - 1][:200]}`"
+    return first
+
+
+def _sorted(services: Any) -> list[VirtualService]:
+    return sorted(services, key=lambda vs: (vs.family, vs.vip, vs.protocol, vs.port))
+
+
+def read_back(doc: dict[str, Any]) -> tuple[VirtualService, ...]:
+    """Rebuild virtual services from `nft -j list table`: what the kernel really holds."""
+    items: Sequence[dict[str, Any]] = doc.get("nftables", [])
+    maps: dict[str, list[Any]] = {}
+    set_timeout: dict[str, int] = {}
+    rules: dict[str, list[list[dict[str, Any]]]] = {}
+    for item in items:
+        for kind in ("map", "set"):
+            if kind in item:
+                maps[item[kind]["name"]] = item[kind].get("elem", [])
+                if "timeout" in item[kind]:
+                    set_timeout[item[kind]["name"]] = int(item[kind]["timeout"])
+        if "rule" in item:
+            rules.setdefault(item["rule"]["chain"], []).append(item["rule"]["expr"])
+    out: list[VirtualService] = []
+    for vmap in ("vips4", "vips6"):
+        for key, verdict in maps.get(vmap, []):
+            vip, proto, port = key["concat"]
+            chain = verdict["goto"]["target"]
+            weights: dict[str, int] = {}
+            real_port = 0
+            scheduler = "rr"
+            timeout = 0
+            for expr in rules.get(chain, []):
+                for e in expr:
+                    if "vmap" in e:
+                        k = e["vmap"]["key"]
+                        scheduler = "sh" if "jhash" in k else "wrr"
+                        for _, v in maps.get(e["vmap"]["data"].lstrip("@"), []):
+                            ep = v["goto"]["target"]
+                            for ep_expr in rules.get(ep, []):
+                                for x in ep_expr:
+                                    if "dnat" in x:
+                                        addr = x["dnat"]["addr"]
+                                        real_port = int(x["dnat"].get("port", 0))
+                                        weights[addr] = weights.get(addr, 0) + 1
+                                    if "set" in x:
+                                        name = x["set"]["set"].lstrip("@")
+                                        timeout = set_timeout.get(name, timeout)
+            out.append(
+                VirtualService(
+                    vip=str(vip),
+                    port=int(port),
+                    protocol=str(proto).upper(),  # type: ignore[arg-type]
+                    scheduler=scheduler,
+                    real_port=real_port,
+                    real_servers=tuple(
+                        RealServer(node="", address=a, weight=w) for a, w in sorted(weights.items())
+                    ),
+                    service="",
+                    persistence_timeout=timeout,
+                )
+            )
+    return tuple(out)

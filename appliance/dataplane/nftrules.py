@@ -1,0 +1,401 @@
+"""Virtual services -> nftables objects (pure: no kernel, no I/O).
+
+The layout follows kube-proxy's nftables mode, in one `inet` table of our own:
+
+- `vips4` / `vips6`: verdict maps `vip . l4proto . port : goto vs-...`, looked up once from
+  the `prerouting` nat chain;
+- one chain per virtual service `vs-<proto>-<vip>-<port>`: source ranges, the masquerade
+  mark, ClientIP affinity, then a `numgen` (round robin) or `jhash` (source hashing, fixed
+  seed) lookup into its own verdict map `eps-...` whose slots point at endpoint chains;
+- one chain per real server `ep-...`: records affinity and DNATs to NodeIP:NodePort;
+- `postrouting` masquerades what we marked, so a node whose default route is not this host
+  still answers through it.
+
+Because endpoint selection lives in a named map, a one-endpoint change is a handful of
+element updates, not a rewrite of the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import reduce
+from math import gcd
+
+from appliance.model import VirtualService
+
+MASQ_MARK = 0x4000  # kube-proxy's masquerade bit; the same meaning if both share a host
+DEFAULT_TABLE = "appliance"
+DEFAULT_SEED = 0x61707031  # jhash needs a fixed seed, or every load remaps clients
+ROUND_ROBIN = frozenset({"rr", "wrr"})
+HASHING = frozenset({"sh", "dh", "mh"})
+FALLBACK = frozenset({"lc", "wlc", "sed", "nq"})  # need connection counts nftables lacks
+MAX_SLOTS = 1024  # weights are scaled down to keep a map this small at most
+
+
+@dataclass(frozen=True, slots=True)
+class NftSet:
+    """A named set or map: its declaration (what `add set|map` says) and its elements."""
+
+    name: str
+    kind: str  # "set" | "map"
+    decl: str
+    elements: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NftChain:
+    name: str
+    rules: tuple[str, ...]
+    hook: str = ""  # "type nat hook prerouting priority dstnat; policy accept;" for base chains
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """Everything one virtual service contributes to the table."""
+
+    sets: tuple[NftSet, ...]
+    chains: tuple[NftChain, ...]
+    vip_map: str  # "vips4" | "vips6"
+    vip_element: str  # "198.18.32.1 . tcp . 80 : goto vs-..."
+    warnings: tuple[str, ...] = ()
+
+
+def ident(address: str) -> str:
+    """An address as part of an nft identifier (colons are not allowed there)."""
+    return address.replace(":", "_")
+
+
+def vs_id(vs: VirtualService) -> str:
+    return f"{vs.protocol.lower()}-{ident(vs.vip)}-{vs.port}"
+
+
+def _slots(vs: VirtualService) -> list[int]:
+    """Indexes into vs.real_servers, one per slot: weights (gcd-reduced) for wrr and the
+    hashing/fallback schedulers, one slot each for rr (IPVS's rr ignores weights too)."""
+    live = [(i, rs.weight) for i, rs in enumerate(vs.real_servers) if rs.weight > 0]
+    if not live:
+        return []
+    if vs.scheduler == "rr":
+        return [i for i, _ in live]
+    g = reduce(gcd, (w for _, w in live))
+    weights = [(i, w // g) for i, w in live]
+    total = sum(w for _, w in weights)
+    if total > MAX_SLOTS:  # keep proportions, at least one slot each
+        weights = [(i, max(1, w * MAX_SLOTS // total)) for i, w in weights]
+    # Interleave (A B A B A) rather than block (A A A B B): steadier spread for numgen inc.
+    out: list[int] = []
+    remaining = dict(weights)
+    while remaining:
+        for i, _ in weights:
+            if remaining.get(i, 0) > 0:
+                out.append(i)
+                remaining[i] -= 1
+                if remaining[i] == 0:
+                    del remaining[i]
+    return out
+
+
+def _collapse(ranges: Iterable[str], version: int) -> tuple[tuple[str, ...], list[str]]:
+    """Canonical, non-overlapping networks (nft refuses overlapping interval elements)."""
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    bad: list[str] = []
+    for r in ranges:
+        try:
+            net = ipaddress.ip_network(r.strip(), strict=False)
+        except ValueError:
+            bad.append(r)
+            continue
+        if net.version == version:
+            nets.append(net)
+        else:
+            bad.append(r)
+    v4 = [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in nets if isinstance(n, ipaddress.IPv6Network)]
+    merged = [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+    return tuple(str(n) for n in merged), bad
+
+
+def fragment(vs: VirtualService, seed: int = DEFAULT_SEED) -> Fragment:
+    v6 = vs.family == "IPv6"
+    ipf = "ip6" if v6 else "ip"
+    addr_type = "ipv6_addr" if v6 else "ipv4_addr"
+    proto = vs.protocol.lower()
+    vid = vs_id(vs)
+    chain = f"vs-{vid}"
+    sets: list[NftSet] = []
+    chains: list[NftChain] = []
+    rules: list[str] = []
+    warnings: list[str] = []
+
+    if vs.source_ranges is not None:
+        ranges, bad = _collapse(vs.source_ranges, 6 if v6 else 4)
+        warnings.extend(f"{vs.service} {vid}: source range {r!r} ignored" for r in bad)
+        if ranges:
+            src = f"src-{vid}"
+            sets.append(NftSet(src, "set", f"type {addr_type}; flags interval;", ranges))
+            rules.append(f"{ipf} saddr != @{src} drop")
+        else:
+            rules.append("drop")  # ranges listed, none of this family: nobody may connect
+    if vs.forwarding != "nat":
+        warnings.append(
+            f"{vs.service} {vid}: forwarding {vs.forwarding} is IPVS-only; nftables uses nat"
+        )
+    rules.append(f"meta mark set meta mark | {MASQ_MARK:#x}")
+
+    slots = _slots(vs)
+    live = sorted({vs.real_servers[i].address for i in slots})
+    ep_name = {a: f"ep-{vid}-{ident(a)}" for a in live}
+    for address in live:
+        ep_rules: list[str] = []
+        if vs.persistence_timeout > 0:
+            aff = f"aff-{vid}-{ident(address)}"
+            sets.append(
+                NftSet(
+                    aff,
+                    "set",
+                    f"type {addr_type}; flags dynamic,timeout; timeout {vs.persistence_timeout}s;",
+                )
+            )
+            rules.append(f"{ipf} saddr @{aff} goto {ep_name[address]}")
+            ep_rules.append(f"update @{aff} {{ {ipf} saddr }}")
+        target = f"[{address}]" if v6 else address
+        ep_rules.append(f"meta l4proto {proto} dnat {ipf} to {target}:{vs.real_port}")
+        chains.append(NftChain(ep_name[address], tuple(ep_rules)))
+
+    if not slots:
+        rules.append("drop")  # no endpoints: refuse rather than fall through to the host
+    else:
+        eps = f"eps-{vid}"
+        elements = tuple(
+            f"{n} : goto {ep_name[vs.real_servers[i].address]}" for n, i in enumerate(slots)
+        )
+        # The key is a plain 32-bit integer; nft only names such a type through an
+        # expression. "mod 1" is fixed on purpose: the real modulus lives in the rule, so
+        # a change in the number of slots never changes the map's declaration.
+        sets.append(NftSet(eps, "map", "typeof numgen inc mod 1 : verdict;", elements))
+        n = len(slots)
+        if vs.scheduler in HASHING:
+            key = f"{ipf} daddr" if vs.scheduler == "dh" else f"{ipf} saddr"
+            rules.append(f"jhash {key} mod {n} seed {seed:#x} vmap @{eps}")
+        else:
+            if vs.scheduler in FALLBACK:
+                warnings.append(
+                    f"{vs.service} {vid}: scheduler {vs.scheduler} needs connection counts;"
+                    " nftables uses weighted round robin"
+                )
+            elif vs.scheduler not in ROUND_ROBIN:
+                warnings.append(
+                    f"{vs.service} {vid}: unknown scheduler {vs.scheduler!r}; using round robin"
+                )
+            rules.append(f"numgen inc mod {n} vmap @{eps}")
+    chains.append(NftChain(chain, tuple(rules)))
+    vip_map = "vips6" if v6 else "vips4"
+    return Fragment(
+        tuple(sets),
+        tuple(chains),
+        vip_map,
+        f"{vs.vip} . {proto} . {vs.port} : goto {chain}",
+        tuple(warnings),
+    )
+
+
+def base_objects() -> tuple[tuple[NftSet, ...], tuple[NftChain, ...]]:
+    """The fixed skeleton: VIP maps and the three hooked chains."""
+    key = "inet_proto . inet_service : verdict;"
+    sets = (
+        NftSet("vips4", "map", f"type ipv4_addr . {key}"),
+        NftSet("vips6", "map", f"type ipv6_addr . {key}"),
+    )
+    chains = (
+        NftChain(
+            "prerouting",
+            (
+                "ip daddr . meta l4proto . th dport vmap @vips4",
+                "ip6 daddr . meta l4proto . th dport vmap @vips6",
+            ),
+            "type nat hook prerouting priority dstnat; policy accept;",
+        ),
+        # Locally originated traffic to a VIP (health checks, curl on the LB host).
+        NftChain(
+            "output",
+            (
+                "ip daddr . meta l4proto . th dport vmap @vips4",
+                "ip6 daddr . meta l4proto . th dport vmap @vips6",
+            ),
+            "type nat hook output priority -100; policy accept;",
+        ),
+        NftChain(
+            "postrouting",
+            (f"meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade",),
+            "type nat hook postrouting priority srcnat; policy accept;",
+        ),
+    )
+    return sets, chains
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    """The whole table as objects, keyed by name."""
+
+    sets: Mapping[str, NftSet]
+    chains: Mapping[str, NftChain]
+    warnings: tuple[str, ...] = ()
+
+
+def build(fragments: Iterable[Fragment]) -> Ruleset:
+    base_sets, base_chains = base_objects()
+    sets = {s.name: s for s in base_sets}
+    chains: dict[str, NftChain] = {}
+    vip_elements: dict[str, list[str]] = {"vips4": [], "vips6": []}
+    warnings: list[str] = []
+    for f in fragments:
+        for s in f.sets:
+            sets[s.name] = s
+        for c in f.chains:
+            chains[c.name] = c
+        vip_elements[f.vip_map].append(f.vip_element)
+        warnings.extend(f.warnings)
+    for name, elements in vip_elements.items():
+        sets[name] = NftSet(name, "map", sets[name].decl, tuple(elements))
+    for c in base_chains:
+        chains[c.name] = c
+    return Ruleset(sets, chains, tuple(warnings))
+
+
+def _element_cmd(verb: str, table: str, name: str, elements: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    batch: list[str] = []
+    for e in elements:
+        batch.append(e)
+        if len(batch) == 500:  # keep lines readable; one transaction regardless
+            out.append(f"{verb} element inet {table} {name} {{ {', '.join(batch)} }}")
+            batch = []
+    if batch:
+        out.append(f"{verb} element inet {table} {name} {{ {', '.join(batch)} }}")
+    return out
+
+
+def render_full(ruleset: Ruleset, table: str, marker: str = "") -> str:
+    """One atomic script that replaces our table (and only ours) with `ruleset`."""
+    lines = [
+        f"add table inet {table}",
+        f"delete table inet {table}",
+        f'add table inet {table} {{ comment "managed by appliance; do not edit"; }}',
+    ]
+    for s in ruleset.sets.values():
+        lines.append(f"add {s.kind} inet {table} {s.name} {{ {s.decl} }}")
+    chains = list(ruleset.chains.values())
+    for c in chains:
+        spec = f" {{ {c.hook} }}" if c.hook else ""
+        lines.append(f"add chain inet {table} {c.name}{spec}")
+    lines.append(f"add chain inet {table} generation")
+    for c in chains:
+        lines.extend(f"add rule inet {table} {c.name} {r}" for r in c.rules)
+    if marker:
+        lines.append(f'add rule inet {table} generation return comment "{marker}"')
+    for s in ruleset.sets.values():
+        lines.extend(_element_cmd("add", table, s.name, s.elements))
+    return "\n".join(lines) + "\n"
+
+
+FORMAT = "v1"  # bump when the generated layout changes: old markers then never match
+
+
+def digest(vs: VirtualService, seed: int) -> int:
+    """A stable fingerprint of one service's program (repr of a frozen value is stable)."""
+    return int.from_bytes(hashlib.sha256(f"{FORMAT}{seed}{vs!r}".encode()).digest()[:16])
+
+
+def marker_of(total: int) -> str:
+    """The table's fingerprint: the sum of its services' digests, so one change updates it
+    without walking the other 19,999 services, and order does not matter."""
+    return f"{FORMAT}:{total % (1 << 128):032x}"
+
+
+def marker_cmds(table: str, marker: str) -> list[str]:
+    return [
+        f"flush chain inet {table} generation",
+        f'add rule inet {table} generation return comment "{marker}"',
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """An incremental transaction, or None-able parts of it, between two rulesets."""
+
+    commands: tuple[str, ...]
+    needs_full: bool  # a set declaration changed: only a reload expresses that
+
+
+def diff(old: Ruleset, new: Ruleset, table: str) -> Delta:
+    """Commands that turn `old` into `new`, in an order the kernel accepts in one
+    transaction: create, rewrite, update elements, then delete what nothing references.
+
+    Callers pass rulesets built from the changed services only (names are per service),
+    so a one-service change costs one service, not a walk of 200,000 objects.
+    """
+    names = set(old.sets) | set(new.sets)
+    chain_names = set(old.chains) | set(new.chains)
+    add_decl: list[str] = []
+    rewrite: list[str] = []
+    elem_del: list[str] = []
+    elem_add: list[str] = []
+    drop_chains: list[str] = []
+    drop_sets: list[str] = []
+    for name in sorted(names):
+        o, n = old.sets.get(name), new.sets.get(name)
+        if o == n:
+            continue
+        if n is None:
+            if o is not None:
+                drop_sets.append(f"delete {o.kind} inet {table} {name}")
+            continue
+        if o is None:
+            add_decl.append(f"add {n.kind} inet {table} {name} {{ {n.decl} }}")
+            elem_add.extend(_element_cmd("add", table, name, n.elements))
+            continue
+        if o.decl != n.decl or o.kind != n.kind:
+            return Delta((), True)
+        ok, nk = _keyed(o), _keyed(n)
+        gone = [e for k, e in ok.items() if nk.get(k) != e]
+        came = [e for k, e in nk.items() if ok.get(k) != e]
+        elem_del.extend(_element_cmd("delete", table, name, (_key(e) for e in gone)))
+        elem_add.extend(_element_cmd("add", table, name, came))
+    for name in sorted(chain_names):
+        oc, nc = old.chains.get(name), new.chains.get(name)
+        if oc == nc:
+            continue
+        if nc is None:
+            if oc is not None:
+                drop_chains.append(name)
+            continue
+        if oc is None:
+            add_decl.append(f"add chain inet {table} {name}")
+        elif oc.hook != nc.hook:
+            return Delta((), True)
+        else:
+            rewrite.append(f"flush chain inet {table} {name}")
+        rewrite.extend(f"add rule inet {table} {name} {r}" for r in nc.rules)
+    cmds = [
+        *add_decl,
+        *rewrite,
+        *elem_del,
+        *elem_add,
+        # Flush every chain that goes before deleting anything: rules jump to chains and
+        # look up sets; then the sets (map elements jump to chains), then the chains.
+        *(f"flush chain inet {table} {c}" for c in drop_chains),
+        *drop_sets,
+        *(f"delete chain inet {table} {c}" for c in drop_chains),
+    ]
+    return Delta(tuple(cmds), False)
+
+
+def _key(element: str) -> str:
+    return element.split(" : ", 1)[0]
+
+
+def _keyed(s: NftSet) -> dict[str, str]:
+    return {_key(e): e for e in s.elements}
