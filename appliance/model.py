@@ -111,6 +111,7 @@ class EndpointSlice:
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[EndpointPort, ...] = ()
     source: str = ""
+    legacy: bool = False  # converted from core v1 Endpoints: used only when no real slice exists
 
     @property
     def service_key(self) -> str:
