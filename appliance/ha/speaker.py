@@ -52,6 +52,7 @@ class InstanceStatus:
     family: str
     state: State
     since: float  # wall-clock time of the last transition (epoch seconds)
+    reason: str  # why that transition happened
     master: str | None  # the master's address as last seen (ours when we are master)
     priority: int
     advert_interval: float
@@ -276,6 +277,7 @@ class Speaker:
                     family=i.config.family,
                     state=i.router.state,
                     since=wall - (loop_now - i.router.since),
+                    reason=i.router.reason,
                     master=i.router.master_address,
                     priority=i.config.priority,
                     advert_interval=i.router.settings.interval_cs / 100,

@@ -59,12 +59,14 @@ class VirtualRouter:
         self.settings = settings
         self.state: State = "initialize"
         self.since = 0.0
+        self.reason = ""  # why the last transition happened
         self.master_address: str | None = None
         self.master_interval_cs = settings.interval_cs  # Master_Adver_Interval, learned
         self.adver_timer: float | None = None
         self.master_down_timer: float | None = None
         self.link_up = True
         self._started = 0.0
+        self._resigned = False  # the master said priority 0: its leaving, not a failure
 
     # -- RFC 5798 6.1 derived values -------------------------------------------------
     @property
@@ -147,7 +149,8 @@ class VirtualRouter:
             and self.master_down_timer <= now
         ):
             actions.append(Send(self.settings.priority))
-            actions += self._become_master(now, "master down")
+            why = "master resigned (priority 0)" if self._resigned else "master down"
+            actions += self._become_master(now, why)
         elif self.state == "master" and self.adver_timer is not None and self.adver_timer <= now:
             actions.append(Send(self.settings.priority))
             nxt = self.adver_timer + self.interval  # keep the cadence when we run a bit late
@@ -158,8 +161,10 @@ class VirtualRouter:
     def _backup_receive(self, advert: Advert, source: str, now: float) -> list[Action]:
         if advert.priority == PRIORITY_STOP:
             self.master_address = None
+            self._resigned = True
             self.master_down_timer = now + self.skew_time
             return []
+        self._resigned = False
         may_preempt = self.settings.preempt and now >= self._started + self.settings.preempt_delay
         if not may_preempt or advert.priority >= self.settings.priority:
             self.master_address = source
@@ -197,7 +202,8 @@ class VirtualRouter:
         self.master_down_timer = None
 
     def _go(self, new: State, now: float, reason: str) -> list[Action]:
-        old, self.state, self.since = self.state, new, now
+        old, self.state, self.since, self.reason = self.state, new, now, reason
+        self._resigned = False
         if new not in {"backup", "master"}:
             self.master_address = None
         return [Transition(old, new, reason)]

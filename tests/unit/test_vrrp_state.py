@@ -119,7 +119,19 @@ def test_priority_zero_backup_takes_over_after_skew() -> None:
     assert r.receive(advert(0), B, 2.0) == []
     assert r.master_address is None
     assert r.deadline == pytest.approx(2.0 + 0.609375, abs=CS)
-    assert r.expire(2.61)[-1] == Transition("backup", "master", "master down")
+    assert r.expire(2.60) == []
+    assert r.expire(2.61)[-1] == Transition("backup", "master", "master resigned (priority 0)")
+    assert r.reason == "master resigned (priority 0)"
+
+
+def test_advert_after_priority_zero_cancels_resignation() -> None:
+    r = router(priority=100, interval_cs=100)
+    r.start(0.0)
+    r.receive(advert(0), B, 1.0)
+    r.receive(advert(200), C, 1.1)  # another router took over first
+    assert r.master_address == C
+    assert r.deadline == pytest.approx(1.1 + 3.609375, abs=CS)
+    assert r.expire(5.0)[-1] == Transition("backup", "master", "master down")
 
 
 def _master(priority: int = 100, address: str = A) -> VirtualRouter:
@@ -320,6 +332,7 @@ def test_graceful_shutdown_hands_over_after_skew() -> None:
     assert b1.state == "master"
     # Delivery (1 ms) + skew of priority 100 at 10 cs: 156/256 x 10 cs = 6.09 cs.
     assert b1.since == pytest.approx(stopped + 0.001 + 0.0609375, abs=CS)
+    assert b1.reason == "master resigned (priority 0)"
 
 
 def test_preemption_when_higher_priority_returns() -> None:

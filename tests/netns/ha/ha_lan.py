@@ -361,3 +361,24 @@ def fetch(client: Host, vip: str) -> str | None:
     host = f"[{vip}]" if ":" in vip else vip
     out = client.run("curl", "-s", "--max-time", "1", f"http://{host}:8080/who", check=False)
     return out.stdout if out.returncode == 0 else None
+
+
+def keepalived_state(k: Keepalived, name: str) -> str | None:
+    """The state keepalived last logged for instance `name` (MASTER, BACKUP, FAULT)."""
+    state = None
+    for line in k.child.output().splitlines():
+        marker = f"({name}) Entering "
+        if marker in line and " STATE" in line:
+            state = line.split(marker, 1)[1].split(" STATE", 1)[0]
+    return state
+
+
+KEEPALIVED_COMPLAINTS = ("checksum", "bogus", "invalid", "mismatch", "wrong", "error")
+
+
+def keepalived_complaints(k: Keepalived) -> list[str]:
+    return [
+        line
+        for line in k.child.output().splitlines()
+        if any(word in line.lower() for word in KEEPALIVED_COMPLAINTS)
+    ]

@@ -83,7 +83,11 @@ def test_sigterm_sends_priority_zero_and_hands_over(ha_lan: Lan, tmp_path: Path)
         )
         time.sleep(0.3)
         assert a.stop(signal.SIGTERM) == 0
-        wait_for("b master", lambda: b.states() == {"vi-1": "master"}, timeout=2)
+        wait_for("b master", lambda: b.states() == {"vi-1": "master"})
+        wait_for(
+            "b took over because a resigned",
+            lambda: b.status()["instances"][0]["reason"] == "master resigned (priority 0)",
+        )
         wait_for("VIP on h2", lambda: VIP in h2.addresses())
         assert VIP not in h1.addresses()
         wait_for("client neighbour on h2's MAC", lambda: client.neighbour_mac(VIP) == h2.mac())
