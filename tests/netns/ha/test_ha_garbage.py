@@ -1,0 +1,123 @@
+"""Hostile and broken adverts, built and sent by scapy from another host: each is dropped
+and counted under its reason, none moves the master (they all claim priority 200), none
+crashes the speaker."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from ha_lan import PYTHON, Lan, Ours, appliance_yaml, wait_for
+
+VIP = "198.18.20.100"
+REPEAT = 3
+
+INJECT = """
+import sys
+from scapy.layers.inet import IP
+from scapy.layers.l2 import Ether
+from scapy.layers.vrrp import VRRP, VRRPv3
+from scapy.packet import Raw
+from scapy.sendrecv import sendp
+
+GROUP = "224.0.0.18"
+VIP = "198.18.20.100"
+eth = Ether(dst="01:00:5e:00:00:12")
+
+
+def ip(ttl=255):
+    return IP(dst=GROUP, ttl=ttl, proto=112)
+
+
+def v3(**kw):
+    fields = dict(vrid=51, priority=200, ipcount=1, addrlist=[VIP], adv=10)
+    fields.update(kw)
+    return VRRPv3(**fields)
+
+
+cases = {
+    "ttl": eth / ip(ttl=64) / v3(),
+    "checksum": eth / ip() / v3(chksum=0xDEAD),
+    "version": eth / ip() / VRRP(vrid=51, priority=200, ipcount=1, addrlist=[VIP]),
+    "type": eth / ip() / v3(type=2),
+    "length": eth / ip() / v3(ipcount=3),
+    "short": eth / ip() / Raw(b"\\x31\\x33"),
+    "vrid": eth / ip() / v3(vrid=99),
+    "garbage": eth / ip() / Raw(bytes(range(37))),
+}
+for name, frame in cases.items():
+    if name in sys.argv[1:]:
+        sendp([frame] * int(sys.argv[1]), iface="eth0", verbose=0)
+"""
+
+
+def test_bad_adverts_are_counted_and_ignored(ha_lan: Lan, tmp_path: Path) -> None:
+    h1 = ha_lan.add_host("h1", 1)
+    attacker = ha_lan.add_host("x", 7)
+    inst = {
+        "name": "vi-1",
+        "vrid": 51,
+        "priority": 100,
+        "advert_interval": "100ms",
+        "family": "IPv4",
+    }
+    ours = Ours(h1, appliance_yaml(tmp_path, [inst]), tmp_path, "o", [VIP])
+    script = tmp_path / "inject.py"
+    script.write_text(INJECT)
+    try:
+        wait_for("ours master", lambda: ours.states() == {"vi-1": "master"})
+        sent = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                attacker.ns,
+                PYTHON,
+                str(script),
+                str(REPEAT),
+                "ttl",
+                "checksum",
+                "version",
+                "type",
+                "length",
+                "short",
+                "vrid",
+                "garbage",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stderr
+
+        def counted() -> dict[str, int]:
+            status = ours.status()
+            totals = dict(status["dropped"])
+            for reason, n in status["instances"][0]["dropped"].items():
+                totals[reason] = totals.get(reason, 0) + n
+            return totals
+
+        # "garbage" starts with byte 0: version 0. VRRPv2 is version 2.
+        want = {
+            "ttl": REPEAT,
+            "checksum": REPEAT,
+            "version": 2 * REPEAT,
+            "type": REPEAT,
+            "length": REPEAT,
+            "short": REPEAT,
+            "vrid": REPEAT,
+        }
+        wait_for(f"drops counted as {want}", lambda: counted() == want)
+        status = ours.status()
+        # Attributed to the instance when the VRID byte names it, else to the interface.
+        assert status["instances"][0]["dropped"]["ttl"] == REPEAT
+        assert status["dropped"]["vrid"] == REPEAT
+        time.sleep(0.3)  # a priority-200 advert that got through would have demoted us
+        assert ours.states() == {"vi-1": "master"}
+        assert ours.status()["instances"][0]["adverts_in"] == 0
+        assert ours.child.proc.poll() is None
+    finally:
+        rc = ours.stop()
+    assert rc == 0
+    assert "Traceback" not in ours.child.output()
