@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from lab import Lab
+from adp_lab import Lab
 
 
 def _why_not() -> str | None:

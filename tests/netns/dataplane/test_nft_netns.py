@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
-from lab import CLIENT6, CLIENTS, LB, NODES, NODES6, Lab, in_ns
+from adp_lab import CLIENT6, CLIENTS, LB, NODES, NODES6, Lab, in_ns
 
 from appliance.config_types import DataplaneConfig
 from appliance.dataplane.base import ApplyReport, DataplaneError

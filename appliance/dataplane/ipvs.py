@@ -1,0 +1,345 @@
+"""The IPVS backend (pyroute2 generic netlink), by difference, never a flush.
+
+It touches only services whose VIP lies in our pools. Edits use "set" (pyroute2's
+"update" sends a delete) and always pass fwd_method (pyroute2's default is direct
+routing). A real server that leaves is drained: weight 0 first, deleted once it has no
+active connections or after `drain_timeout`; call `apply()` again (the daemon does, on
+its loop) to finish drains.
+
+Netlink calls are blocking; they run on one worker thread, which also holds the network
+namespace when one is given (setns is per thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.config_types import DataplaneConfig
+from appliance.dataplane import conntrack, sysctl
+from appliance.dataplane.base import (
+    ApplyReport,
+    DataplaneError,
+    Ownership,
+    by_key,
+    rs_label,
+    run_tool,
+    vs_label,
+)
+from appliance.dataplane.ipvsrules import (
+    FWD_METHOD,
+    IP_VS_SVC_F_PERSISTENT,
+    IpvsDest,
+    IpvsService,
+    entries,
+    masq_script,
+    restore_script,
+)
+from appliance.model import DesiredState, RealServer, VirtualService
+
+Key = tuple[str, int, str]
+PROTO_NUM = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": 132}
+PROTO_NAME = {v: k for k, v in PROTO_NUM.items()}
+FWD_NAME = {v: k for k, v in FWD_METHOD.items()}
+MASQ_TABLE = "appliance_ipvs"
+
+
+@dataclass
+class KernelService:
+    svc: IpvsService
+    dests: dict[str, IpvsDest] = field(default_factory=dict)
+    active: dict[str, int] = field(default_factory=dict)  # ActiveConns at the last read
+
+
+def _attr(nla: Any, name: str) -> Any:
+    value = nla.get(name)
+    return value if value is not None else nla.get(name.rsplit("_ATTR_", 1)[-1].lower())
+
+
+class IpvsBackend:
+    name = "ipvs"
+
+    def __init__(
+        self,
+        config: DataplaneConfig | None = None,
+        ownership: Ownership | None = None,
+        *,
+        netns: str | None = None,
+        check_sysctls: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or DataplaneConfig(backend="ipvs")
+        self.ownership = ownership or Ownership()
+        self.netns = netns
+        self.check_sysctls = check_sysctls
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(1, "ipvs", initializer=self._enter, initargs=(netns,))
+        self._sock: Any = None
+        self._kernel: dict[Key, KernelService] | None = None
+        self._draining: dict[tuple[Key, str], float] = {}  # -> deadline
+        self._masq: str | None = None
+        self._checked = False
+
+    # --- the worker thread ------------------------------------------------------------
+
+    @staticmethod
+    def _enter(netns: str | None) -> None:
+        if netns:
+            from pyroute2 import netns as pnetns  # type: ignore[import-untyped,unused-ignore]
+
+            pnetns.setns(netns)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+    def _ipvs(self) -> Any:
+        if self._sock is None:
+            from pyroute2 import IPVS  # type: ignore[import-untyped,unused-ignore]
+
+            try:
+                self._sock = IPVS()
+            except Exception as e:  # the family is missing: ip_vs not loaded
+                raise DataplaneError(f"IPVS netlink unavailable (modprobe ip_vs?): {e}") from e
+        return self._sock
+
+    def _svc_msg(self, svc: IpvsService) -> Any:
+        from pyroute2 import IPVSService  # type: ignore[import-untyped,unused-ignore]
+
+        six = ":" in svc.vip
+        return IPVSService(
+            addr=svc.vip,
+            port=svc.port,
+            protocol=PROTO_NUM[svc.protocol],
+            sched_name=svc.scheduler,
+            timeout=svc.persistence,
+            flags={
+                "flags": IP_VS_SVC_F_PERSISTENT if svc.persistence else 0,
+                "mask": 0xFFFFFFFF,
+            },
+            # The kernel reads the netmask as a host-order u32: a prefix length for IPv6.
+            netmask="128.0.0.0" if six else "255.255.255.255",
+        )
+
+    def _dest_msg(self, dest: IpvsDest) -> Any:
+        from pyroute2 import IPVSDest  # type: ignore[import-untyped,unused-ignore]
+
+        return IPVSDest(
+            addr=dest.address,
+            port=dest.port,
+            weight=dest.weight,
+            fwd_method=FWD_METHOD[dest.fwd],
+        )
+
+    def _read(self) -> dict[Key, KernelService]:
+        """Every IPVS service with a VIP in our pools, with its destinations."""
+        ipvs = self._ipvs()
+        out: dict[Key, KernelService] = {}
+        for msg in ipvs.service("dump"):
+            s = msg.get("IPVS_CMD_ATTR_SERVICE")
+            vip = _attr(s, "IPVS_SVC_ATTR_ADDR")
+            if vip is None or not self.ownership.owns(vip):
+                continue
+            flags = _attr(s, "IPVS_SVC_ATTR_FLAGS") or {}
+            persistent = bool(flags.get("flags", 0) & IP_VS_SVC_F_PERSISTENT)
+            svc = IpvsService(
+                vip=vip,
+                port=int(_attr(s, "IPVS_SVC_ATTR_PORT")),
+                protocol=PROTO_NAME.get(int(_attr(s, "IPVS_SVC_ATTR_PROTOCOL")), "TCP"),
+                scheduler=str(_attr(s, "IPVS_SVC_ATTR_SCHED_NAME")),
+                persistence=int(_attr(s, "IPVS_SVC_ATTR_TIMEOUT") or 0) if persistent else 0,
+            )
+            out[svc.key] = self._read_dests(KernelService(svc))
+        return out
+
+    def _read_dests(self, ks: KernelService) -> KernelService:
+        ks.dests.clear()
+        ks.active.clear()
+        for msg in self._ipvs().dest("dump", service=self._svc_msg(ks.svc)):
+            d = msg.get("IPVS_CMD_ATTR_DEST")
+            addr = _attr(d, "IPVS_DEST_ATTR_ADDR")
+            ks.dests[addr] = IpvsDest(
+                address=addr,
+                port=int(_attr(d, "IPVS_DEST_ATTR_PORT")),
+                weight=int(_attr(d, "IPVS_DEST_ATTR_WEIGHT")),
+                fwd=FWD_NAME.get(int(_attr(d, "IPVS_DEST_ATTR_FWD_METHOD")) & 0x7, "masq"),
+            )
+            ks.active[addr] = int(_attr(d, "IPVS_DEST_ATTR_ACTIVE_CONNS") or 0)
+        return ks
+
+    def _sync(self, wanted: dict[Key, VirtualService]) -> dict[str, list[str]]:
+        """One pass of the difference; runs on the worker thread."""
+        ipvs = self._ipvs()
+        if self._kernel is None:
+            self._kernel = self._read()
+        kernel = self._kernel
+        now = self.clock()
+        did: dict[str, list[str]] = {
+            "added": [],
+            "changed": [],
+            "removed": [],
+            "draining": [],
+            "gone": [],
+            "calls": [],
+        }
+        for key, vs in wanted.items():
+            svc, dests = entries(vs)
+            ks = kernel.get(key)
+            if ks is None:
+                ipvs.service("add", service=self._svc_msg(svc))
+                ks = kernel[key] = KernelService(svc)
+                did["added"].append(vs_label(vs))
+                did["calls"].append("")
+            elif ks.svc != svc:
+                ipvs.service("set", service=self._svc_msg(svc))
+                ks.svc = svc
+                did["changed"].append(vs_label(vs))
+                did["calls"].append("")
+            touched = False
+            for addr, dest in dests.items():
+                have = ks.dests.get(addr)
+                if have == dest:
+                    self._draining.pop((key, addr), None)
+                    continue
+                verb = "add" if have is None else "set"
+                ipvs.dest(verb, service=self._svc_msg(svc), dest=self._dest_msg(dest))
+                ks.dests[addr] = dest
+                self._draining.pop((key, addr), None)
+                touched = True
+                did["calls"].append("")
+            leaving = [a for a in ks.dests if a not in dests]
+            if leaving and any(
+                ks.dests[a].weight == 0 and (key, a) in self._draining for a in leaving
+            ):
+                self._read_dests(ks)  # fresh ActiveConns for the drain decision
+                did["calls"].append("")
+            for addr in leaving:
+                have = ks.dests[addr]
+                label = rs_label(vs, addr)
+                deadline = self._draining.get((key, addr))
+                if have.weight != 0 or deadline is None:
+                    if have.weight != 0:
+                        ipvs.dest(
+                            "set",
+                            service=self._svc_msg(ks.svc),
+                            dest=self._dest_msg(IpvsDest(have.address, have.port, 0, have.fwd)),
+                        )
+                        ks.dests[addr] = IpvsDest(have.address, have.port, 0, have.fwd)
+                        did["calls"].append("")
+                    self._draining[(key, addr)] = now + self.config.drain_timeout
+                    did["draining"].append(label)
+                    touched = True
+                elif ks.active.get(addr, 0) == 0 or now >= deadline:
+                    ipvs.dest("del", service=self._svc_msg(ks.svc), dest=self._dest_msg(have))
+                    del ks.dests[addr]
+                    self._draining.pop((key, addr), None)
+                    did["gone"].append(f"{vs.protocol}|{vs.vip}|{vs.port}|{addr}")
+                    did["calls"].append("")
+                    touched = True
+                else:
+                    did["draining"].append(label)
+            if touched and vs_label(vs) not in did["added"] + did["changed"]:
+                did["changed"].append(vs_label(vs))
+        for key in [k for k in kernel if k not in wanted]:
+            ks = kernel.pop(key)
+            ipvs.service("del", service=self._svc_msg(ks.svc))
+            did["calls"].append("")
+            vip, port, proto = key
+            host = f"[{vip}]" if ":" in vip else vip
+            did["removed"].append(f"{proto.lower()} {host}:{port}")
+            did["gone"].extend(f"{proto}|{vip}|{port}|{a}" for a in ks.dests)
+            for a in ks.dests:
+                self._draining.pop((key, a), None)
+        return did
+
+    # --- the interface ----------------------------------------------------------------
+
+    def render(self, desired: DesiredState) -> str:
+        return restore_script(desired.virtual_services)
+
+    async def _preflight(self) -> None:
+        if self._checked or not self.check_sysctls:
+            return
+        await sysctl.require((*sysctl.FORWARDING["IPv4"], *sysctl.IPVS), self.name, self.netns)
+        self._checked = True
+
+    async def apply(self, desired: DesiredState) -> ApplyReport:
+        t0 = time.perf_counter()
+        wanted = by_key(desired.virtual_services)
+        await self._preflight()
+        warnings = [
+            f"{vs.service} {vs_label(vs)}: VIP outside our pools, not programmed"
+            for vs in wanted.values()
+            if not self.ownership.owns(vs.vip)
+        ]
+        wanted = {k: vs for k, vs in wanted.items() if self.ownership.owns(vs.vip)}
+        try:
+            did = await self._call(self._sync, wanted)
+        except DataplaneError:
+            raise
+        except Exception as e:  # netlink said no: one line, and re-read next time
+            self._kernel = None
+            raise DataplaneError(f"IPVS refused a change: {e}") from e
+        masq = masq_script(wanted.values(), MASQ_TABLE)
+        if masq != self._masq:
+            rc, _, err = await run_tool(["nft", "-f", "-"], masq.encode(), self.netns)
+            if rc != 0:
+                raise DataplaneError(f"nft (IPVS nat helper): {err.decode().strip()}")
+            self._masq = masq
+            did["calls"].append("")
+        for gone in did["gone"]:
+            proto, vip, port, addr = gone.split("|")
+            if proto == "UDP":
+                try:
+                    await conntrack.forget_udp(vip, int(port), addr, self.netns)
+                except DataplaneError as e:
+                    warnings.append(f"udp {vip}:{port} -> {addr}: {e}")
+        return ApplyReport(
+            self.name,
+            added=tuple(sorted(did["added"])),
+            changed=tuple(sorted(did["changed"])),
+            removed=tuple(sorted(did["removed"])),
+            draining=tuple(sorted(did["draining"])),
+            warnings=tuple(warnings),
+            seconds=time.perf_counter() - t0,
+            kernel_calls=len(did["calls"]),
+        )
+
+    async def current(self) -> tuple[VirtualService, ...]:
+        kernel = await self._call(self._read)
+        out: list[VirtualService] = []
+        for ks in kernel.values():
+            ports = {d.port for d in ks.dests.values()}
+            fwd = {d.fwd for d in ks.dests.values()}
+            out.append(
+                VirtualService(
+                    vip=ks.svc.vip,
+                    port=ks.svc.port,
+                    protocol=ks.svc.protocol,
+                    scheduler=ks.svc.scheduler,
+                    real_port=min(ports) if ports else 0,
+                    real_servers=tuple(
+                        RealServer("", a, d.weight) for a, d in sorted(ks.dests.items())
+                    ),
+                    service="",
+                    forwarding={"droute": "dr", "tunnel": "tun"}.get(
+                        next(iter(fwd)) if fwd else "masq", "nat"
+                    ),  # type: ignore[arg-type]
+                    persistence_timeout=ks.svc.persistence,
+                )
+            )
+        return tuple(out)
+
+    def pending_drains(self) -> int:
+        """Real servers at weight 0 still waiting: the daemon re-applies while this > 0."""
+        return len(self._draining)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._pool.submit(self._sock.close).result()
+        self._pool.shutdown()
