@@ -15,15 +15,16 @@ import struct
 from appliance.dns.zone import (
     BADVERS,
     CLASS_IN,
+    EDNS_SIZE,
     FORMERR,
     NOTIMP,
     REFUSED,
     T_OPT,
     Answer,
     Zone,
+    opt_rr,
 )
 
-EDNS_SIZE = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
 PLAIN_UDP = 512  # RFC 1035 4.2.1, for queries without EDNS
 TCP_MAX = 65535
 CACHE_LIMIT = 20000  # on-demand answers kept per zone; a flood of new names just recomputes
@@ -41,9 +42,6 @@ RCODE_NAMES = {
 }
 
 ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
-# OPT RR we append: root owner, type 41, our UDP size, ext-rcode 0, version 0, DO as asked
-_OPT = struct.pack(">BHHBBHH", 0, T_OPT, EDNS_SIZE, 0, 0, 0, 0)
-_OPT_DO = struct.pack(">BHHBBHH", 0, T_OPT, EDNS_SIZE, 0, 0, 0x8000, 0)
 
 
 class Malformed(Exception):
@@ -51,16 +49,14 @@ class Malformed(Exception):
 
 
 def _opt(do: int, ext_rcode: int = 0) -> bytes:
-    if ext_rcode == 0:
-        return _OPT_DO if do else _OPT
-    return struct.pack(">BHHBBHH", 0, T_OPT, EDNS_SIZE, ext_rcode, 0, 0x8000 if do else 0, 0)
+    return opt_rr(bool(do), ext_rcode)
 
 
 def _assemble(
     data: bytes, qfull: int, ans: Answer, edns: bool, do: int, limit: int
 ) -> tuple[bytes, int]:
     rd = data[2] & 1
-    opt = (_OPT_DO if do else _OPT) if edns else b""
+    opt = ans.opts[do >> 7] if edns else b""
     room = limit - qfull - len(opt)
     if len(ans.body) <= room:
         head, body = (ans.edns_heads if edns else ans.heads)[rd], ans.body

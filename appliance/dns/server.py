@@ -142,7 +142,7 @@ class DnsServer:
                 udp[0].close()
                 if port == 0 and attempt < 19:
                     continue  # that ephemeral port is taken for TCP: pick another
-                raise OSError(e.errno, f"dns: cannot listen on {host}:{bound}/tcp: {e}") from e
+                raise OSError(e.errno, f"cannot listen on {host}:{bound}/tcp: {e.strerror}") from e
             for _ in range(self.workers - 1):
                 udp.append(self._udp_socket(family, host, bound, True))
             break
@@ -172,7 +172,7 @@ class DnsServer:
             sock.bind((host, port))
         except OSError as e:
             sock.close()
-            raise OSError(e.errno, f"dns: cannot listen on {host}:{port}/udp: {e}") from e
+            raise OSError(e.errno, f"cannot listen on {host}:{port}/udp: {e.strerror}") from e
         return sock
 
     @staticmethod

@@ -46,11 +46,10 @@ T_IXFR, T_AXFR, T_ANY = 251, 252, 255
 CLASS_IN = 1
 TYPE_CODES = {"A": T_A, "NS": T_NS, "CNAME": T_CNAME, "SOA": T_SOA, "AAAA": T_AAAA, "SRV": T_SRV}
 TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
-# RFC 8482: ANY gets one RRset; this is the order we look for one (knot answers the
-# same way, with the first RRset it holds).
-ANY_PREFERENCE = (T_SOA, T_NS, T_CNAME, T_A, T_AAAA, T_SRV)
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 2, 3, 4, 5, 16
+EDNS_SIZE = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
+EDE_NOT_AUTHORITATIVE = 20  # RFC 8914 Extended DNS Error, as knot adds to REFUSED
 MAX_CHAIN = 8  # CNAME hops we follow before answering with what we have
 SOA_TIMERS = (3600, 600, 86400)  # refresh, retry, expire: no secondaries pull from us
 
@@ -80,6 +79,16 @@ class Answer:
     trimmed_edns_heads: tuple[bytes, bytes]
     tc_heads: tuple[bytes, bytes]
     tc_edns_heads: tuple[bytes, bytes]
+    opts: tuple[bytes, bytes]  # the OPT RR appended for EDNS queries: DO clear, DO set
+
+
+def opt_rr(do: bool, ext_rcode: int = 0, ede: int | None = None) -> bytes:
+    """Our OPT pseudo-RR (RFC 6891 6.1.2), optionally with an Extended DNS Error."""
+    options = b"" if ede is None else struct.pack(">HHH", 15, 2, ede)
+    flags = 0x8000 if do else 0
+    return struct.pack(">BHHBBHH", 0, T_OPT, EDNS_SIZE, ext_rcode, 0, flags, len(options)) + (
+        options
+    )
 
 
 def _heads(flags: int, rcode: int, an: int, ns: int, ar: int) -> tuple[tuple[bytes, bytes], ...]:
@@ -101,6 +110,7 @@ def make_answer(
     authority: Sequence[Wire] = (),
     additional: Sequence[Wire] = (),
     authoritative: bool = True,
+    ede: int | None = None,
 ) -> Answer:
     """Pack sections after a (lower-case) question, compressing against it."""
     buf = DNSBuffer()
@@ -129,6 +139,7 @@ def make_answer(
         trimmed_edns_heads=t_edns_heads,
         tc_heads=tc_heads,
         tc_edns_heads=tc_edns_heads,
+        opts=(opt_rr(False, ede=ede), opt_rr(True, ede=ede)),
     )
 
 
@@ -202,7 +213,9 @@ class Zone:
     problems: tuple[str, ...] = ()
     outside: int = 0  # planned records no zone covers (not served)
     refused: Answer = field(
-        default_factory=lambda: make_answer((), 0, REFUSED, authoritative=False)
+        default_factory=lambda: make_answer(
+            (), 0, REFUSED, authoritative=False, ede=EDE_NOT_AUTHORITATIVE
+        )
     )
 
     def apex_of(self, name: Name) -> Name | None:
@@ -258,22 +271,19 @@ class Zone:
                 rcode = NXDOMAIN
                 authority.append(self._soa(apex))
                 break
-            if qtype == T_ANY:
-                found = next((node[t] for t in ANY_PREFERENCE if t in node), None)
-                if found is None:
-                    authority.append(self._soa(apex))
-                else:
-                    answer.extend(_rrs(name, found))
-                break
-            rrset = node.get(qtype)
+            # RFC 8482: ANY gets one RRset, the lowest type, as knot picks it
+            rrset = node[min(node)] if qtype == T_ANY and node else node.get(qtype)
             if rrset is not None:
                 answer.extend(_rrs(name, rrset))
-                if qtype in (T_SRV, T_NS):
+                if rrset.rtype in (T_SRV, T_NS):
                     targets = (
-                        _name_of_label(rd.target if qtype == T_SRV else rd.label)
+                        _name_of_label(rd.target if rrset.rtype == T_SRV else rd.label)
                         for rd in rrset.rdatas
                     )
                     additional.extend(self._additional(targets, apex))
+                break
+            if qtype == T_ANY:
+                authority.append(self._soa(apex))  # an empty non-terminal
                 break
             cname = node.get(T_CNAME)
             if cname is None:
