@@ -49,6 +49,8 @@ BACKENDS = ("ipvs", "nftables", "auto")
 FORWARDINGS = ("nat", "dr", "tun")
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 MAX_PASSWORD_FILE = 4096
+MAX_FAST_NESTING = 10_000
+MAX_DEPTH = 12  # the deepest path: pools[].service_selector.match_expressions[].values[]
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _INSTANCE_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
@@ -999,8 +1001,10 @@ def _node_lines(node: yaml.Node | None, errors: Errors) -> dict[str, int]:
     lines: dict[str, int] = {}
     seen: set[int] = set()
 
-    def walk(n: yaml.Node, path: str) -> None:
-        if id(n) in seen:  # an alias: already mapped where its anchor is
+    def walk(n: yaml.Node, path: str, depth: int = 0) -> None:
+        # Nothing the checker reads is deeper than MAX_DEPTH; stopping there keeps a
+        # hostile nesting from exhausting the stack.
+        if id(n) in seen or depth > MAX_DEPTH:  # seen: an alias, mapped at its anchor
             return
         seen.add(id(n))
         lines.setdefault(path, n.start_mark.line + 1)
@@ -1016,10 +1020,10 @@ def _node_lines(node: yaml.Node | None, errors: Errors) -> dict[str, int]:
                 else:
                     keys[k.value] = line
                 lines[kp] = line
-                walk(v, kp)
+                walk(v, kp, depth + 1)
         elif isinstance(n, yaml.SequenceNode):
             for i, item in enumerate(n.value):
-                walk(item, _idx(path, i))
+                walk(item, _idx(path, i), depth + 1)
 
     if node is not None:
         walk(node, "")
@@ -1037,6 +1041,19 @@ def _line_of(path: str, lines: Mapping[str, int]) -> int | None:
     return None
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _loader_for(raw: bytes) -> Any:
+    """libyaml composes nested nodes by C recursion, so a hostile nesting crashes the whole
+    process (200,000 levels segfault). Every level needs one of these characters: below the
+    bound libyaml is safe; above it the pure-Python loader fails with RecursionError."""
+    if sum(raw.count(c) for c in (b"[", b"{", b"-", b":", b"?")) <= MAX_FAST_NESTING:
+        return _Loader
+    return yaml.SafeLoader
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate appliance.yaml; every error line starts with `<file>:<line>:`."""
     name = os.fspath(path)
@@ -1044,17 +1061,20 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raw = Path(name).read_bytes()
     except OSError as e:
         raise ConfigError([f"{name}: cannot read: {e.strerror or e}"]) from None
-    loader = _Loader(raw)
+    loader = _loader_for(raw)(raw)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        context = f" ({e.context})" if e.context else ""
-        raise ConfigError([f"{where}: invalid YAML: {e.problem}{context}"]) from None
-    except (yaml.YAMLError, ValueError, RecursionError) as e:
-        raise ConfigError([f"{name}: invalid YAML: {e}"]) from None
+        context = f" ({_one_line(e.context)})" if e.context else ""
+        problem = _one_line(e.problem or "")
+        raise ConfigError([f"{where}: invalid YAML: {problem}{context}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{name}: invalid YAML: nested too deeply"]) from None
+    except (yaml.YAMLError, ValueError) as e:
+        raise ConfigError([f"{name}: invalid YAML: {_one_line(str(e))}"]) from None
     finally:
         loader.dispose()
     if data is None:

@@ -6,6 +6,7 @@ import copy
 import ipaddress
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -1013,6 +1014,24 @@ def test_recursive_alias_does_not_hang(tmp_path: Path) -> None:
     assert info.value.errors == (f"{cfg}:2: pools[0]: must be a mapping, got a list",)
 
 
+@pytest.mark.parametrize("depth", [4000, 20_000])
+@pytest.mark.parametrize(("opening", "closing"), [("[", "]"), ("{a: ", "}")])
+def test_deep_nesting_is_an_error_not_a_crash(
+    tmp_path: Path, depth: int, opening: str, closing: str
+) -> None:
+    # 200,000 levels crash libyaml's recursive composer (a segfault, not an exception);
+    # 20,000 is past the bound where load_config switches to the pure-Python loader.
+    cfg = write(tmp_path / "a.yaml", "cluster: {manifests: m}\npools: " + opening * depth
+                + "1" + closing * depth + "\n")  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert info.value.errors[0] in (
+        f"{cfg}:2: pools: must be a list of pools, got a mapping",
+        f"{cfg}:2: pools[0]: must be a mapping, got a list",
+        f"{cfg}: invalid YAML: nested too deeply",
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -1094,7 +1113,7 @@ YAMLISH = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(YAMLISH)
 def test_random_data_never_raises_anything_but_config_error(data: object) -> None:
     try:
@@ -1104,7 +1123,7 @@ def test_random_data_never_raises_anything_but_config_error(data: object) -> Non
         assert all(isinstance(line, str) and "\n" not in line for line in e.errors)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.fixed_dictionaries(
         {"cluster": st.fixed_dictionaries({"manifests": st.just("m")})},
@@ -1147,3 +1166,27 @@ def test_every_documented_key_is_accepted(path: str) -> None:
         parse_config(data)
     except ConfigError as e:
         assert not [line for line in e.errors if "unknown key" in line]
+
+
+def test_libyaml_only_where_nesting_cannot_crash_it() -> None:
+    from appliance.config import MAX_FAST_NESTING, _loader_for
+
+    assert _loader_for(b"[" * MAX_FAST_NESTING) is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    assert _loader_for(b"- " * (MAX_FAST_NESTING + 1)) is yaml.SafeLoader
+    assert _loader_for((REPO / "examples" / "appliance.yaml").read_bytes()) is not yaml.SafeLoader
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=200), st.binary(max_size=200), YAMLISH.map(yaml.safe_dump)))
+def test_random_files_never_raise_anything_but_config_error(content: str | bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        cfg = Path(folder) / "a.yaml"
+        if isinstance(content, bytes):
+            cfg.write_bytes(content)
+        else:
+            cfg.write_text(content, errors="surrogatepass")
+        try:
+            load_config(cfg)
+        except ConfigError as e:
+            assert e.errors
+            assert all(line.startswith(str(cfg)) and "\n" not in line for line in e.errors)
