@@ -131,3 +131,53 @@ def test_link_down_master_goes_fault_backup_takes_over(ha_lan: Lan, tmp_path: Pa
         a.stop()
         b.stop()
     assert "Traceback" not in a.child.output() + b.child.output()
+
+
+def test_active_active_split_by_pools(ha_lan: Lan, tmp_path: Path) -> None:
+    """Two instances, each owning one pool's VIPs: each host masters one, and when one host
+    dies the other holds both groups."""
+    h1, h2 = ha_lan.add_host("h1", 1), ha_lan.add_host("h2", 2)
+    vip_a, vip_b = "198.18.20.100", "198.18.20.120"  # pools lan4 and lan4b
+
+    def instances(p1: int, p2: int) -> list[dict[str, object]]:
+        return [
+            {
+                "name": "vi-a",
+                "vrid": 51,
+                "priority": p1,
+                "advert_interval": "100ms",
+                "pools": ["lan4"],
+            },
+            {
+                "name": "vi-b",
+                "vrid": 52,
+                "priority": p2,
+                "advert_interval": "100ms",
+                "pools": ["lan4b"],
+            },
+        ]
+
+    a = Ours(h1, appliance_yaml(tmp_path, instances(150, 100)), tmp_path, "a", [vip_a, vip_b])
+    b = Ours(h2, appliance_yaml(tmp_path, instances(100, 150)), tmp_path, "b", [vip_a, vip_b])
+    try:
+        wait_for(
+            "split",
+            lambda: (
+                a.states() == {"vi-a": "master", "vi-b": "backup"}
+                and b.states() == {"vi-a": "backup", "vi-b": "master"}
+            ),
+        )
+        wait_for(
+            "VIPs split",
+            lambda: (
+                a.status()["owners"] == {vip_a: "vi-a"} and b.status()["owners"] == {vip_b: "vi-b"}
+            ),
+        )
+        assert vip_a in h1.addresses() and vip_b not in h1.addresses()
+        assert vip_b in h2.addresses() and vip_a not in h2.addresses()
+        a.stop(signal.SIGKILL)
+        wait_for("b holds both", lambda: b.status()["owners"] == {vip_a: "vi-a", vip_b: "vi-b"})
+        assert {vip_a, vip_b} <= h2.addresses()
+    finally:
+        b.stop()
+    assert "Traceback" not in a.child.output() + b.child.output()

@@ -144,3 +144,50 @@ def test_keepalived_higher_priority_than_ours(
     assert k2 is not None
     assert keepalived_complaints(k2) == []
     assert "Traceback" not in ours.child.output()
+
+
+def test_unicast_peers_with_keepalived(ha_lan: Lan, tmp_path: Path) -> None:
+    """No multicast: adverts go to the configured peer, as keepalived's `unicast_peer`."""
+    h1, h2 = ha_lan.add_host("h1", 1), ha_lan.add_host("h2", 2)
+    conf = keepalived_conf(
+        name="VI_1",
+        interface="eth0",
+        vrid=51,
+        priority=100,
+        advert_int=0.1,
+        vips=[VIP4],
+        unicast_src=h2.address4,
+        unicast_peers=[h1.address4],
+    )
+    k = Keepalived(h2, conf, tmp_path, "k")
+    inst = {
+        "name": "vi-1",
+        "vrid": 51,
+        "priority": 150,
+        "advert_interval": "100ms",
+        "unicast_peers": [h2.address4],
+    }
+    ours = Ours(h1, appliance_yaml(tmp_path, [inst]), tmp_path, "o", [VIP4])
+    try:
+        wait_for(
+            "ours master, keepalived backup",
+            lambda: _state(ours) == "master" and keepalived_state(k, "VI_1") == "BACKUP",
+        )
+        # keepalived in unicast mode joins no multicast group: it stays backup only because
+        # our unicast adverts reach it and pass its checks.
+        wait_for("ours sent adverts", lambda: ours.status()["instances"][0]["adverts_out"] > 5)
+        assert keepalived_state(k, "VI_1") == "BACKUP"
+        assert VIP4 not in h2.addresses()
+        ours.stop(signal.SIGTERM)
+        wait_for("keepalived master", lambda: keepalived_state(k, "VI_1") == "MASTER")
+        assert "(VI_1) Backup received priority 0 advertisement" in k.child.output()
+        ours = Ours(h1, appliance_yaml(tmp_path, [inst]), tmp_path, "o2", [VIP4])
+        wait_for(
+            "ours preempts over unicast",
+            lambda: _state(ours) == "master" and keepalived_state(k, "VI_1") == "BACKUP",
+        )
+        assert ours.status()["instances"][0]["adverts_in"] > 0  # keepalived's, unicast to us
+    finally:
+        ours.stop()
+        k.stop()
+    assert keepalived_complaints(k) == []
