@@ -4,12 +4,19 @@ Polling with stat rather than inotify: it works the same on every filesystem (NF
 overlay, a ConfigMap mount whose files are symlinks swapped atomically), costs one
 stat per file, and a file is re-read only when its (mtime, ctime, size, inode)
 changed. ctime joins the brief's triple so `chmod +r` on an unreadable file counts.
+
+File timestamps tick coarsely (a kernel jiffy), so two writes of the same size within
+one tick look alike. Like git's "racily clean" index entries, a file read less than
+RACY_NS after its mtime is read again on the next poll; re-reading an unchanged file
+gives the same objects, so this costs a parse, never a spurious snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import stat
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +26,7 @@ from appliance.model import ClusterState, EndpointSlice, Refusal
 
 SUFFIXES = (".yaml", ".yml", ".json")
 Stamp = tuple[int, int, int, int]  # mtime_ns, ctime_ns, size, inode
+RACY_NS = 100_000_000  # well above the mtime tick of Linux filesystems (a jiffy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +34,7 @@ class _File:
     stamp: Stamp
     objects: tuple[KubeObject, ...]
     refused: tuple[Refusal, ...]
+    racy: bool = False  # read so soon after a write that the next one may keep the stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +77,7 @@ class FilesSource:
         if self._state is None:
             return self.load()
         scan = self._scan()
-        changed = [p for p, stamp in scan.files.items() if self._stamp_of(p) != stamp]
+        changed = [p for p, stamp in scan.files.items() if self._stale(p, stamp)]
         vanished = [p for p in self._files if p not in scan.files]
         if not changed and not vanished and scan.problems == self._problems:
             return None
@@ -95,9 +104,9 @@ class FilesSource:
 
     # --- internals -------------------------------------------------------------------
 
-    def _stamp_of(self, path: str) -> Stamp | None:
+    def _stale(self, path: str, stamp: Stamp) -> bool:
         known = self._files.get(path)
-        return known.stamp if known is not None else None
+        return known is None or known.racy or known.stamp != stamp
 
     def _scan(self) -> _Scan:
         files: dict[str, Stamp] = {}
@@ -132,6 +141,8 @@ class FilesSource:
                     if not entry.name.endswith(SUFFIXES):
                         continue
                     st = entry.stat()  # follows symlinks: a swapped target counts
+                    if not stat.S_ISREG(st.st_mode):
+                        continue  # a FIFO or a device would block the read
                 except OSError as e:
                     # Vanished between listing and stat, or a dangling symlink.
                     if isinstance(e, FileNotFoundError):
@@ -143,6 +154,7 @@ class FilesSource:
         return _Scan(dict(sorted(files.items())), tuple(problems))
 
     def _read(self, path: str, stamp: Stamp, before: _File | None) -> _File:
+        racy = time.time_ns() - stamp[0] < RACY_NS
         try:
             data = (self.folder / path).read_bytes()
         except OSError as e:
@@ -159,7 +171,7 @@ class FilesSource:
             return _File(stamp, (), (Refusal("File", "", path, reason, path),))
         if before is not None:
             objects = _reuse(objects, before.objects)
-        return _File(stamp, tuple(objects), tuple(refused))
+        return _File(stamp, tuple(objects), tuple(refused), racy)
 
     def _build(self) -> ClusterState:
         files = [self._files[p] for p in sorted(self._files)]
