@@ -1169,7 +1169,7 @@ def test_every_documented_key_is_accepted(path: str) -> None:
 
 
 def test_libyaml_only_where_nesting_cannot_crash_it() -> None:
-    from appliance.config import MAX_FAST_NESTING, _loader_for
+    from appliance.config_yaml import MAX_FAST_NESTING, _loader_for
 
     assert _loader_for(b"[" * MAX_FAST_NESTING) is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     assert _loader_for(b"- " * (MAX_FAST_NESTING + 1)) is yaml.SafeLoader
