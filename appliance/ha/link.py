@@ -13,6 +13,7 @@ RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 IFF_UP = 0x1
 IFA_F_SECONDARY = 0x01
+IFA_F_TENTATIVE = 0x40  # DAD still running: the kernel will not send from it yet
 
 
 class LinkError(RuntimeError):
@@ -56,7 +57,12 @@ async def lookup(
             and not msg.get("IFA_FLAGS", msg["flags"]) & IFA_F_SECONDARY
         ):
             ipv4 = address
-        elif msg["family"] == socket.AF_INET6 and msg["scope"] == RT_SCOPE_LINK and ipv6_ll is None:
+        elif (
+            msg["family"] == socket.AF_INET6
+            and msg["scope"] == RT_SCOPE_LINK
+            and ipv6_ll is None
+            and not msg.get("IFA_FLAGS", msg["flags"]) & IFA_F_TENTATIVE
+        ):
             ipv6_ll = address
     return LinkInfo(
         name=name,

@@ -42,6 +42,7 @@ from appliance.model import Vip
 log = logging.getLogger(__name__)
 
 LINK_POLL = 0.05  # seconds between interface state checks (Fault detection)
+LINK_LOCAL_WAIT_STEPS = 100  # x LINK_POLL: how long start() waits for an IPv6 link-local
 IPTOS_PREC_INTERNETCONTROL = 0xC0  # what keepalived and routers mark VRRP with
 
 
@@ -223,6 +224,13 @@ class Speaker:
         self._ipr = AsyncIPRoute()
         # A VIP left behind by a killed run must not become our primary address.
         link = await lookup(self._ipr, self.interface, skip=lambda a: _in_pools(a, self.pools))
+        wants_v6 = any(i.family == "IPv6" for i in self.ha.instances)
+        for _ in range(LINK_LOCAL_WAIT_STEPS):
+            if link.ipv6_link_local is not None or not wants_v6 or not link.up:
+                break
+            # Right after boot the link-local address may still be in DAD (about a second).
+            await asyncio.sleep(LINK_POLL)
+            link = await lookup(self._ipr, self.interface, skip=lambda a: _in_pools(a, self.pools))
         self._link = link
         await self.announcer.start()
         for family in sorted({4 if i.family == "IPv4" else 6 for i in self.ha.instances}):
