@@ -95,11 +95,11 @@ def masq_script(services: Iterable[VirtualService], table: str) -> str:
         f'add table inet {table} {{ comment "managed by appliance (ipvs nat helper)"; }}',
         f"add set inet {table} nat4 {{ type ipv4_addr . inet_proto . inet_service; }}",
         f"add set inet {table} nat6 {{ type ipv6_addr . inet_proto . inet_service; }}",
-        f"add chain inet {table} mark {{ type filter hook prerouting priority mangle; }}",
-        f"add chain inet {table} masq {{ type nat hook postrouting priority srcnat; }}",
-        f"add rule inet {table} mark ip daddr . meta l4proto . th dport @nat4 {MARK}",
-        f"add rule inet {table} mark ip6 daddr . meta l4proto . th dport @nat6 {MARK}",
-        f"add rule inet {table} masq meta mark & 0x4000 == 0x4000 masquerade",
+        f"add chain inet {table} vipmark {{ type filter hook prerouting priority mangle; }}",
+        f"add chain inet {table} reply_snat {{ type nat hook postrouting priority srcnat; }}",
+        f"add rule inet {table} vipmark ip daddr . meta l4proto . th dport @nat4 {MARK}",
+        f"add rule inet {table} vipmark ip6 daddr . meta l4proto . th dport @nat6 {MARK}",
+        f"add rule inet {table} reply_snat meta mark & 0x4000 == 0x4000 masquerade",
     ]
     for name, elements in (("nat4", sorted(v4)), ("nat6", sorted(v6))):
         if elements:

@@ -1,0 +1,76 @@
+"""`appliance apply`: program the dataplane once from a config and a folder of manifests.
+
+    appliance apply --config C --manifests DIR [--dataplane ipvs|nftables] [--dry-run]
+
+A dry run prints the program (the nft transaction, or ipvsadm-restore lines) and touches
+nothing. The lead wires `register()` into appliance/cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.config_types import Config
+from appliance.dataplane.base import Dataplane, DataplaneError, Ownership
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+def make_backend(config: Config, backend: str | None = None, netns: str | None = None) -> Dataplane:
+    """The backend the config asks for; "auto" is IPVS where the kernel has it loaded."""
+    from appliance.dataplane.ipvs import IpvsBackend
+    from appliance.dataplane.nft import NftablesBackend
+
+    choice = backend or config.dataplane.backend
+    if choice == "auto":
+        choice = "ipvs" if os.path.exists("/proc/net/ip_vs") else "nftables"
+    if choice == "ipvs":
+        return IpvsBackend(config.dataplane, Ownership.of_pools(config.pools), netns=netns)
+    return NftablesBackend(config.dataplane, netns=netns)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from appliance.cli import _load
+    from appliance.cluster.files import FilesSource
+    from appliance.plan import plan
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_BAD_INPUT
+    folder = args.manifests or config.cluster.manifests
+    if folder is None:
+        print("appliance apply: pass --manifests DIR", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    desired = plan(FilesSource(Path(folder)).load(), config)
+    backend = make_backend(config, args.dataplane)
+    if args.dry_run:
+        sys.stdout.write(backend.render(desired))
+        return 0
+    try:
+        report = asyncio.run(backend.apply(desired))
+    except DataplaneError as e:
+        print(f"appliance apply: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(report.summary())
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `apply` to an argparse subparsers object."""
+    p = subparsers.add_parser("apply", help="program the kernel dataplane once (or --dry-run)")
+    p.add_argument("--config", "-c", dest="config_opt", required=True, help="the config file")
+    p.add_argument("--manifests", "-m", help="a folder of manifests (default: the config's)")
+    p.add_argument("--dataplane", choices=("ipvs", "nftables"), help="override the config")
+    p.add_argument("--dry-run", action="store_true", help="print the program, change nothing")
+    p.set_defaults(func=cmd_apply)

@@ -1,0 +1,156 @@
+"""IPVS scenarios, run INSIDE the VM by tests/vm/test_ipvs_vm.py (one boot, one session).
+
+Not collected on the host (the name does not start with test_). Same lab as the nftables
+suite; observers: the node servers' names, the client's sockets and `ipvsadm -Ln`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "netns" / "dataplane"))
+
+from adp_lab import CLIENT6, CLIENTS, LB, NODES, NODES6, Lab, in_ns
+
+from appliance.config_types import DataplaneConfig, Pool
+from appliance.dataplane.base import ApplyReport, Ownership
+from appliance.dataplane.ipvs import IpvsBackend
+from appliance.model import DesiredState, RealServer, VirtualService
+
+VIP = "198.18.32.1"
+RS = tuple(RealServer(n, a) for n, a in NODES.items())
+POOL = Pool(
+    "lab",
+    (
+        (ipaddress.IPv4Address("198.18.32.0"), ipaddress.IPv4Address("198.18.32.255")),
+        (ipaddress.IPv6Address("fd00:198:18:32::"), ipaddress.IPv6Address("fd00:198:18:32::ff")),
+    ),
+)
+
+
+def state(*services: VirtualService) -> DesiredState:
+    return DesiredState({}, tuple(services), (), (), (), ())
+
+
+def web(**kw: object) -> VirtualService:
+    return replace(VirtualService(VIP, 80, "TCP", "rr", 30080, RS, "default/web"), **kw)  # type: ignore[arg-type]
+
+
+def ipvsadm(*args: str) -> str:
+    return in_ns(LB, "ipvsadm", *args).stdout
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    subprocess.run(["modprobe", "ip_vs"], check=True)
+    lab = Lab()
+    try:
+        lab.up()
+        in_ns(LB, "sysctl", "-qw", "net.ipv4.vs.conntrack=1")
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="session")
+def backend(lab: Lab) -> Iterator[IpvsBackend]:
+    b = IpvsBackend(
+        DataplaneConfig(backend="ipvs", drain_timeout=30), Ownership.of_pools([POOL]), netns=LB
+    )
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def apply(backend: IpvsBackend, *services: VirtualService) -> ApplyReport:
+    return asyncio.run(backend.apply(state(*services)))
+
+
+def test_round_robin_nat_to_nodes_without_default_route(lab: Lab, backend: IpvsBackend) -> None:
+    apply(backend, web())
+    table = ipvsadm("-Ln")
+    assert f"TCP  {VIP}:80 rr" in table, table
+    assert table.count("Masq") == 3, table
+    got = lab.spread(VIP, 80, 30)
+    assert got == Counter(dict.fromkeys(NODES, 10)), got
+
+
+def test_weights(lab: Lab, backend: IpvsBackend) -> None:
+    rss = (replace(RS[0], weight=3), RS[1], RS[2])
+    report = apply(backend, web(scheduler="wrr", real_servers=rss))
+    assert report.changed
+    assert f"TCP  {VIP}:80 wrr" in ipvsadm("-Ln")
+    got = lab.spread(VIP, 80, 50)
+    assert got == Counter({"node1": 30, "node2": 10, "node3": 10}), got
+
+
+def test_persistence_keeps_client_on_one_node(lab: Lab, backend: IpvsBackend) -> None:
+    apply(backend, web(persistence_timeout=60))
+    assert "persistent 60" in ipvsadm("-Ln")
+    for client in CLIENTS:
+        got = lab.spread(VIP, 80, 6, src=client)
+        assert len(got) == 1, f"{client}: {got}"
+
+
+def test_graceful_drain(lab: Lab, backend: IpvsBackend) -> None:
+    apply(backend, web())
+    first = lab.ask(f"open c1 {CLIENTS[0]} {VIP} 80")
+    assert first in NODES
+    rest = tuple(rs for rs in RS if rs.node != first)
+    report = apply(backend, web(real_servers=rest))
+    assert report.draining, report
+    line = [x for x in ipvsadm("-Ln").splitlines() if NODES[first] in x]
+    assert line and line[0].split()[3] == "0", line  # weight 0, still there
+    assert lab.ask("send c1") == first
+    assert first not in lab.spread(VIP, 80, 8)
+    again = apply(backend, web(real_servers=rest))  # still an active connection: stays
+    assert NODES[first] in ipvsadm("-Ln") and again.draining
+    assert lab.ask("close c1") == "ok"
+    import time
+
+    time.sleep(0.5)
+    done = apply(backend, web(real_servers=rest))
+    assert NODES[first] not in ipvsadm("-Ln"), (done, ipvsadm("-Ln"))
+    assert backend.pending_drains() == 0
+
+
+def test_udp_and_ipv6(lab: Lab, backend: IpvsBackend) -> None:
+    dns = VirtualService(VIP, 53, "UDP", "rr", 30053, RS, "default/dns")
+    vip6 = "fd00:198:18:32::1"
+    web6 = VirtualService(
+        vip6, 80, "TCP", "rr", 30080, tuple(RealServer(n, a) for n, a in NODES6.items()), "d/w6"
+    )
+    apply(backend, web(), dns, web6)
+    got = Counter(lab.ask(f"udp {CLIENTS[0]} {42000 + i} {VIP} 53") for i in range(6))
+    assert got == Counter(dict.fromkeys(NODES, 2)), got
+    got6 = Counter(lab.ask(f"tcp {CLIENT6} {vip6} 80") for _ in range(6))
+    assert got6 == Counter(dict.fromkeys(NODES, 2)), got6
+
+
+def test_unchanged_reapply_and_foreign_services_untouched(lab: Lab, backend: IpvsBackend) -> None:
+    in_ns(LB, "ipvsadm", "-A", "-t", "198.18.99.9:80", "-s", "rr")  # not in our pools
+    services = (web(), web(port=81, real_port=30081, scheduler="sh"))
+    apply(backend, *services)
+    before = ipvsadm("-Ln")
+    again = apply(backend, *services)
+    assert again.unchanged, again
+    fresh = IpvsBackend(DataplaneConfig(), Ownership.of_pools([POOL]), netns=LB)
+    try:
+        cold = asyncio.run(fresh.apply(state(*services)))
+        assert not (cold.added or cold.changed or cold.removed), cold
+        current = asyncio.run(fresh.current())
+    finally:
+        fresh.close()
+    assert ipvsadm("-Ln") == before
+    assert "198.18.99.9:80" in before
+    assert {(vs.port, vs.scheduler) for vs in current} == {(80, "rr"), (81, "sh")}
