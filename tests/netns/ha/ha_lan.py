@@ -382,3 +382,12 @@ def keepalived_complaints(k: Keepalived) -> list[str]:
         for line in k.child.output().splitlines()
         if any(word in line.lower() for word in KEEPALIVED_COMPLAINTS)
     ]
+
+
+def tcpdump(host: Host, pcap: Path, expression: str, log: Path) -> Child:
+    """tcpdump writing `pcap`, returned once it says it is listening (it takes a while)."""
+    child = Child(
+        host.ns, ["tcpdump", "-i", host.ifname, "-U", "-n", "-w", str(pcap), expression], log
+    )
+    wait_for("tcpdump listening", lambda: "listening on" in child.output())
+    return child

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from ha_lan import Child, Host, Lan, Ours, appliance_yaml, fetch, wait_for, web_server
+from ha_lan import Host, Lan, Ours, appliance_yaml, fetch, tcpdump, wait_for, web_server
 
 VIP = "198.18.20.100"
 
@@ -71,11 +71,7 @@ def test_sigterm_sends_priority_zero_and_hands_over(ha_lan: Lan, tmp_path: Path)
     a, b, h1, h2, client = _pair(ha_lan, tmp_path)
     observer = ha_lan.add_host("ob", 8)
     pcap = tmp_path / "vrrp.pcap"
-    dump = Child(
-        observer.ns,
-        ["tcpdump", "-i", "eth0", "-U", "-n", "-w", str(pcap), "ip proto 112"],
-        tmp_path / "tcpdump.log",
-    )
+    dump = tcpdump(observer, pcap, "ip proto 112", tmp_path / "tcpdump.log")
     try:
         wait_for(
             "a master",

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from ha_lan import Child, Keepalived, Lan, keepalived_conf
+from ha_lan import Keepalived, Lan, keepalived_conf, tcpdump
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.utils import rdpcap
@@ -80,21 +80,9 @@ def test_keepalived_adverts_round_trip(ha_lan: Lan, tmp_path: Path) -> None:
     host = ha_lan.add_host("k", 1)
     observer = ha_lan.add_host("o", 9)
     ha_lan.wait_link_local(host)
-    capture = Child(
-        observer.ns,
-        [
-            "tcpdump",
-            "-i",
-            "eth0",
-            "-U",
-            "-n",
-            "-w",
-            str(tmp_path / "c.pcap"),
-            "ip proto 112 or ip6 proto 112",
-        ],
-        tmp_path / "tcpdump.log",
+    capture = tcpdump(
+        observer, tmp_path / "c.pcap", "ip proto 112 or ip6 proto 112", tmp_path / "tcpdump.log"
     )
-    time.sleep(0.5)  # tcpdump needs a moment before it sees packets
     peers = []
     try:
         for name, case in CASES.items():
