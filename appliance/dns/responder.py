@@ -28,6 +28,7 @@ from appliance.dns.zone import (
 PLAIN_UDP = 512  # RFC 1035 4.2.1, for queries without EDNS
 TCP_MAX = 65535
 CACHE_LIMIT = 20000  # on-demand answers kept per zone; a flood of new names just recomputes
+REPLY_LIMIT = 50000  # whole UDP replies kept per zone, keyed by the query minus its ID
 DROPPED = -1  # the rcode we report for a datagram we do not answer (a response, a runt)
 
 RCODE_NAMES = {
@@ -104,15 +105,32 @@ class Responder:
     """A zone and the answers computed for it on demand (bounded). The server swaps the
     whole Responder when the zone changes, so a reply never mixes two zones."""
 
-    __slots__ = ("_answers", "_cache", "zone")
+    __slots__ = ("_answers", "_cache", "_replies", "zone")
 
     def __init__(self, zone: Zone) -> None:
         self.zone = zone
         self._answers = zone.answers
         self._cache: dict[bytes, Answer] = {}
+        self._replies: dict[bytes, tuple[bytes, int]] = {}
 
     def reply(self, data: bytes, udp: bool = True) -> tuple[bytes | None, int]:
         """(the reply, or None to stay silent; the rcode to count)."""
+        if not udp:
+            return self._reply(data, False)
+        # Everything but the ID decides the reply, so a repeated question (the common
+        # case: clients ask for the same few names) is one dict lookup and a join.
+        rest = data[2:]
+        hit = self._replies.get(rest)
+        if hit is not None:
+            return data[:2] + hit[0], hit[1]
+        reply, rcode = self._reply(data, True)
+        if reply is not None:
+            if len(self._replies) >= REPLY_LIMIT:
+                self._replies.clear()
+            self._replies[rest] = (reply[2:], rcode)
+        return reply, rcode
+
+    def _reply(self, data: bytes, udp: bool) -> tuple[bytes | None, int]:
         n = len(data)
         if n < 17 or data[2] & 0xF8 or data[4:10] != ONE_QUESTION:  # QR or opcode set
             return self._slow(data, udp)
@@ -176,7 +194,7 @@ class Responder:
                 raise Malformed("short question")
             question = data[12:i]
         if opcode != 0:
-            return _error(data, NOTIMP, question, b""), NOTIMP
+            return _error(data, NOTIMP, b"", b""), NOTIMP  # its sections may not be ours to echo
         if qd != 1 or an or ns:
             raise Malformed("a query has one question and no answers")
         qtype, qclass = struct.unpack_from(">HH", data, i - 4)

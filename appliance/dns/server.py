@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from appliance.config_types import DnsConfig
+from appliance.dns import batch
 from appliance.dns.responder import DROPPED, RCODE_NAMES, Responder
 from appliance.dns.zone import SERVFAIL, Zone, build_zone
 from appliance.model import Record
@@ -58,9 +59,17 @@ def next_serial(previous: int, now: float) -> int:
 
 
 class DnsServer:
-    def __init__(self, config: DnsConfig, zone: Zone | None = None, workers: int = 1) -> None:
+    def __init__(
+        self,
+        config: DnsConfig,
+        zone: Zone | None = None,
+        workers: int = 1,
+        batched: bool | None = None,
+    ) -> None:
         self.config = config
         self.workers = max(1, workers)
+        # recvmmsg/sendmmsg where the platform has them (None: decide by that)
+        self.batched = batch.available() if batched is None else batched and batch.available()
         self._records: frozenset[Record] | None = None
         first = zone if zone is not None else build_zone((), config, next_serial(0, time.time()))
         self._responder = Responder(first)
@@ -190,20 +199,26 @@ class DnsServer:
             raise
         return sock
 
+    def _answer_udp(self, data: bytes) -> tuple[bytes | None, int]:
+        try:
+            return self._responder.reply(data, True)
+        except Exception:  # a bug must cost one answer, never the server
+            log.exception("dns: failed to answer a UDP query")
+            return None, SERVFAIL
+
     def _udp_loop(self, sock: socket.socket, counts: list[int]) -> None:
-        recvfrom, sendto = sock.recvfrom, sock.sendto
+        if self.batched:
+            batch.serve(sock, self._answer_udp, counts, lambda: self._stopping)
+            return
+        recvfrom, sendto, answer = sock.recvfrom, sock.sendto, self._answer_udp
         while not self._stopping:
             try:
-                data, peer = recvfrom(65535)
+                data, peer = recvfrom(batch.SLOT)
             except OSError:
                 continue  # ICMP errors and the like; stop() ends the loop
             if self._stopping:
                 return
-            try:
-                reply, rcode = self._responder.reply(data, True)
-            except Exception:  # a bug must cost one answer, never the server
-                log.exception("dns: failed to answer a UDP query")
-                reply, rcode = None, SERVFAIL
+            reply, rcode = answer(data)
             counts[rcode] += 1
             if reply is not None:
                 try:  # noqa: SIM105 - suppress() costs a context manager per packet

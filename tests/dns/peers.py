@@ -40,11 +40,13 @@ def free_port() -> int:
 class OurServer:
     """A DnsServer on an event loop of its own, so tests can stay synchronous."""
 
-    def __init__(self, config: DnsConfig, records: Iterable[Record]) -> None:
+    def __init__(
+        self, config: DnsConfig, records: Iterable[Record], batched: bool | None = None
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = DnsServer(config)
+        self.server = DnsServer(config, batched=batched)
         self.call(self.server.start())
         self.call(self.server.update(records))
         self.port = self.server.addresses[0][1]
@@ -63,8 +65,10 @@ class OurServer:
 
 
 @contextmanager
-def our_server(config: DnsConfig, records: Iterable[Record]) -> Iterator[OurServer]:
-    server = OurServer(config, records)
+def our_server(
+    config: DnsConfig, records: Iterable[Record], batched: bool | None = None
+) -> Iterator[OurServer]:
+    server = OurServer(config, records, batched)
     try:
         yield server
     finally:

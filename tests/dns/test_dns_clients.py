@@ -27,10 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI = (sys.executable, "-m", "appliance.dns.command", "dns")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[OurServer]:
+@pytest.fixture(scope="module", params=[True, False], ids=["recvmmsg", "recvfrom"])
+def server(request: pytest.FixtureRequest) -> Iterator[OurServer]:
+    """Both UDP loops: batched (recvmmsg/sendmmsg) and the portable one."""
     mid = [Record("mid.shop.svc.cluster.local", "A", f"198.18.4.{i}", 5) for i in range(50)]
-    with our_server(DNS, [*cluster_records(), *mid]) as s:
+    with our_server(DNS, [*cluster_records(), *mid], batched=request.param) as s:
+        assert s.server.batched == request.param
         yield s
 
 

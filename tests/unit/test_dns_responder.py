@@ -66,6 +66,25 @@ def test_reply_echoes_id_case_and_rd() -> None:
     assert not answer(bytes(no_rd)).flags & dns.flags.RD
 
 
+def test_repeated_question_gets_its_own_id_from_the_reply_cache() -> None:
+    responder = Responder(build_zone(RECORDS, CFG, 1))
+    wire = bytearray(query("web.shop.svc.cluster.local", use_edns=False))
+    replies = []
+    for qid in (1, 2, 0xFFFF):
+        wire[:2] = qid.to_bytes(2, "big")
+        reply, rcode = responder.reply(bytes(wire))
+        assert reply is not None and rcode == 0
+        replies.append(reply)
+    assert [int.from_bytes(r[:2], "big") for r in replies] == [1, 2, 0xFFFF]
+    assert replies[0][2:] == replies[1][2:] == replies[2][2:]
+    moved = (Record("web.shop.svc.cluster.local", "A", "198.18.0.99", 5),)
+    swapped, _ = Responder(build_zone(moved, CFG, 2)).reply(bytes(wire))  # a new zone
+    assert swapped is not None
+    assert [str(r) for r in dns.message.from_wire(swapped).answer] == [
+        "web.shop.svc.cluster.local. 5 IN A 198.18.0.99"
+    ]
+
+
 def test_fast_and_slow_paths_agree() -> None:
     for name, rtype, edns in (
         ("web.shop.svc.cluster.local", "A", False),
