@@ -1,12 +1,12 @@
 """Planned records -> an immutable zone whose answers are precomputed wire bytes.
 
 A `Zone` covers every configured apex (SOA and NS added at each). Each existing
-(name, type) pair, and A/AAAA at every owner name (clients ask both), is answered ahead
-of time: `Answer` holds the header flags and counts and the sections after the question,
-packed by dnslib with names compressed against the question at offset 12. A reply is then
-the query's ID and question (same length in any case, so the pointers stay right) around
-those bytes. Anything else (NXDOMAIN, wildcard synthesis, rare types) goes through
-`Zone.resolve`, which the responder caches.
+(name, type) pair, and A/AAAA where a CNAME leads, is answered ahead of time: `Answer`
+holds the header flags and counts and the sections after the question, packed by dnslib
+with names compressed against the question at offset 12. A reply is then the query's ID
+and question (same length in any case, so the pointers stay right) around those bytes.
+Anything else (NODATA, NXDOMAIN, wildcard synthesis) goes through `Zone.resolve` on first
+demand, and the responder caches it.
 
 Resolution follows RFC 1034 4.3.2 with RFC 4592 wildcards, RFC 2308 negative answers
 (SOA in the authority section) and RFC 6604 rcodes for CNAME chains; CNAMEs are chased
@@ -15,6 +15,7 @@ only inside the zone that holds them, like knot.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -91,6 +92,7 @@ def opt_rr(do: bool, ext_rcode: int = 0, ede: int | None = None) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=4096)  # few distinct counts: most answers share theirs
 def _heads(flags: int, rcode: int, an: int, ns: int, ar: int) -> tuple[tuple[bytes, bytes], ...]:
     """(plain, with OPT) x (RD clear, RD set)."""
     out = []
@@ -387,7 +389,9 @@ def build_zone(records: Iterable[Record], config: DnsConfig, serial: int) -> Zon
     answers: dict[bytes, Answer] = {}
     for name, owned in rrsets.items():
         wire = wire_of(name)
-        for rtype in {*owned, T_A, T_AAAA}:
+        # Every existing RRset, and what a CNAME leads to; negative answers are made on
+        # first demand and cached by the responder (building them all doubles the time).
+        for rtype in {*owned, T_A, T_AAAA} if T_CNAME in owned else owned:
             answers[wire + struct.pack(">HH", rtype, CLASS_IN)] = zone.resolve(name, rtype)
     return replace(zone, answers=answers)
 
