@@ -263,14 +263,13 @@ class Speaker:
             new = instance_vips(inst.config, self._all_vips)
             added = sorted(set(new) - set(inst.vips))
             removed = sorted(set(inst.vips) - set(new))
-            first = not inst.vips and inst.adverts_out == 0
             inst.vips = new
             if inst.router.state == "master":
                 self._spawn(self.announcer.hold(added))
                 self._spawn(self.announcer.release(removed))
-            else:
-                # Not ours to hold: clear leftovers of an earlier run, idempotently.
-                self._spawn(self.announcer.release(removed + (added if first else [])))
+            elif added or removed:
+                # Not ours to hold: this also clears what a killed earlier run left behind.
+                self._spawn(self.announcer.release(removed + added))
 
     def status(self) -> HaStatus:
         loop_now = self._loop.time() if self._loop else 0.0

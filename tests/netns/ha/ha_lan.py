@@ -385,9 +385,13 @@ def keepalived_complaints(k: Keepalived) -> list[str]:
 
 
 def tcpdump(host: Host, pcap: Path, expression: str, log: Path) -> Child:
-    """tcpdump writing `pcap`, returned once it says it is listening (it takes a while)."""
+    """tcpdump writing `pcap`, returned once it says it is listening (it takes a while).
+    Immediate mode: otherwise the last packets wait in the capture ring and are lost when
+    tcpdump is stopped."""
     child = Child(
-        host.ns, ["tcpdump", "-i", host.ifname, "-U", "-n", "-w", str(pcap), expression], log
+        host.ns,
+        ["tcpdump", "-i", host.ifname, "--immediate-mode", "-U", "-n", "-w", str(pcap), expression],
+        log,
     )
     wait_for("tcpdump listening", lambda: "listening on" in child.output())
     return child
