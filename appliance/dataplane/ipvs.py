@@ -37,7 +37,9 @@ from appliance.dataplane.ipvsrules import (
     IpvsDest,
     IpvsService,
     entries,
-    masq_script,
+    helper_delta,
+    helper_elements,
+    helper_script,
     restore_script,
 )
 from appliance.model import DesiredState, RealServer, VirtualService
@@ -46,7 +48,7 @@ Key = tuple[str, int, str]
 PROTO_NUM = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": 132}
 PROTO_NAME = {v: k for k, v in PROTO_NUM.items()}
 FWD_NAME = {v: k for k, v in FWD_METHOD.items()}
-MASQ_TABLE = "appliance_ipvs"
+HELPER_TABLE = "appliance_ipvs"
 
 
 @dataclass
@@ -81,8 +83,10 @@ class IpvsBackend:
         self._pool = ThreadPoolExecutor(1, "ipvs", initializer=self._enter, initargs=(netns,))
         self._sock: Any = None
         self._kernel: dict[Key, KernelService] | None = None
+        self._last: dict[Key, VirtualService] | None = None  # what the last pass made true
+        self._owned: dict[str, bool] = {}
         self._draining: dict[tuple[Key, str], float] = {}  # -> deadline
-        self._masq: str | None = None
+        self._helper: dict[str, frozenset[str]] | None = None
         self._checked = False
 
     # --- the worker thread ------------------------------------------------------------
@@ -173,10 +177,17 @@ class IpvsBackend:
         return ks
 
     def _sync(self, wanted: dict[Key, VirtualService]) -> dict[str, list[str]]:
-        """One pass of the difference; runs on the worker thread."""
+        """One pass of the difference; runs on the worker thread. Only services that
+        changed since the last pass (or still drain) are looked at: the kernel is read
+        once, at the first pass, then our record of it is kept in step."""
         ipvs = self._ipvs()
-        if self._kernel is None:
+        if self._kernel is None or self._last is None:
             self._kernel = self._read()
+            keys = set(wanted) | set(self._kernel)
+        else:
+            last = self._last
+            keys = {k for k in wanted.keys() | last.keys() if last.get(k) != wanted.get(k)}
+            keys.update(k for k, _ in self._draining)
         kernel = self._kernel
         now = self.clock()
         did: dict[str, list[str]] = {
@@ -187,7 +198,10 @@ class IpvsBackend:
             "gone": [],
             "calls": [],
         }
-        for key, vs in wanted.items():
+        for key in sorted(keys):
+            vs = wanted.get(key)
+            if vs is None:
+                continue
             svc, dests = entries(vs)
             ks = kernel.get(key)
             if ks is None:
@@ -245,7 +259,7 @@ class IpvsBackend:
                     did["draining"].append(label)
             if touched and vs_label(vs) not in did["added"] + did["changed"]:
                 did["changed"].append(vs_label(vs))
-        for key in [k for k in kernel if k not in wanted]:
+        for key in [k for k in keys if k in kernel and k not in wanted]:
             ks = kernel.pop(key)
             ipvs.service("del", service=self._svc_msg(ks.svc))
             did["calls"].append("")
@@ -255,9 +269,16 @@ class IpvsBackend:
             did["gone"].extend(f"{proto}|{vip}|{port}|{a}" for a in ks.dests)
             for a in ks.dests:
                 self._draining.pop((key, a), None)
+        self._last = dict(wanted)
         return did
 
     # --- the interface ----------------------------------------------------------------
+
+    def _owns(self, vip: str) -> bool:
+        owned = self._owned.get(vip)
+        if owned is None:
+            owned = self._owned[vip] = self.ownership.owns(vip)
+        return owned
 
     def render(self, desired: DesiredState) -> str:
         return restore_script(desired.virtual_services)
@@ -270,27 +291,36 @@ class IpvsBackend:
 
     async def apply(self, desired: DesiredState) -> ApplyReport:
         t0 = time.perf_counter()
-        wanted = by_key(desired.virtual_services)
-        await self._preflight()
+        everything = by_key(desired.virtual_services)
+        wanted = {k: vs for k, vs in everything.items() if self._owns(vs.vip)}
         warnings = [
             f"{vs.service} {vs_label(vs)}: VIP outside our pools, not programmed"
-            for vs in wanted.values()
-            if not self.ownership.owns(vs.vip)
+            for k, vs in everything.items()
+            if k not in wanted
         ]
-        wanted = {k: vs for k, vs in wanted.items() if self.ownership.owns(vs.vip)}
+        if wanted == self._last and not self._draining:
+            return ApplyReport(
+                self.name, warnings=tuple(warnings), seconds=time.perf_counter() - t0
+            )
+        await self._preflight()
         try:
             did = await self._call(self._sync, wanted)
         except DataplaneError:
             raise
         except Exception as e:  # netlink said no: one line, and re-read next time
-            self._kernel = None
+            self._kernel = self._last = None
             raise DataplaneError(f"IPVS refused a change: {e}") from e
-        masq = masq_script(wanted.values(), MASQ_TABLE)
-        if masq != self._masq:
-            rc, _, err = await run_tool(["nft", "-f", "-"], masq.encode(), self.netns)
+        helper = helper_elements(wanted.values())
+        if helper != self._helper:
+            if self._helper is None:
+                script = helper_script(helper, HELPER_TABLE)
+            else:
+                script = "\n".join(helper_delta(self._helper, helper, HELPER_TABLE)) + "\n"
+            rc, _, err = await run_tool(["nft", "-f", "-"], script.encode(), self.netns)
             if rc != 0:
-                raise DataplaneError(f"nft (IPVS nat helper): {err.decode().strip()}")
-            self._masq = masq
+                self._helper = None  # reload it whole next time
+                raise DataplaneError(f"nft (IPVS helper table): {err.decode().strip()}")
+            self._helper = helper
             did["calls"].append("")
         for gone in did["gone"]:
             proto, vip, port, addr = gone.split("|")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from appliance.dataplane.nftrules import collapse_ranges
 from appliance.model import VirtualService
 
 FWD = {"nat": "masq", "dr": "droute", "tun": "tunnel"}
@@ -80,28 +81,78 @@ def restore_script(services: Iterable[VirtualService]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def masq_script(services: Iterable[VirtualService], table: str) -> str:
-    """The nftables helper IPVS nat mode needs: mark packets to our nat VIPs, masquerade
-    them on the way to the node (with net.ipv4.vs.conntrack=1 conntrack sees IPVS's
-    rewrite), so a node whose default route is elsewhere still answers through us."""
-    v4: list[str] = []
-    v6: list[str] = []
+HELPER_SETS = {
+    "nat4": "type ipv4_addr . inet_proto . inet_service;",
+    "nat6": "type ipv6_addr . inet_proto . inet_service;",
+    "restricted4": "type ipv4_addr . inet_proto . inet_service;",
+    "restricted6": "type ipv6_addr . inet_proto . inet_service;",
+    "allow4": "type ipv4_addr . inet_proto . inet_service . ipv4_addr; flags interval;",
+    "allow6": "type ipv6_addr . inet_proto . inet_service . ipv6_addr; flags interval;",
+}
+
+
+def helper_elements(services: Iterable[VirtualService]) -> dict[str, frozenset[str]]:
+    """The elements of the helper table's sets for these services."""
+    out: dict[str, set[str]] = {name: set() for name in HELPER_SETS}
     for vs in services:
+        fam = "6" if ":" in vs.vip else "4"
+        key = f"{vs.vip} . {vs.protocol.lower()} . {vs.port}"
         if vs.forwarding == "nat":
-            (v6 if ":" in vs.vip else v4).append(f"{vs.vip} . {vs.protocol.lower()} . {vs.port}")
+            out[f"nat{fam}"].add(key)
+        if vs.source_ranges is not None:
+            out[f"restricted{fam}"].add(key)
+            # Bad ranges are plan()'s to report; here they are simply not allowed in.
+            nets, _ = collapse_ranges(vs.source_ranges, 6 if fam == "6" else 4)
+            for net in nets:
+                out[f"allow{fam}"].add(f"{key} . {net}")
+    return {name: frozenset(e) for name, e in out.items()}
+
+
+def _elements(verb: str, table: str, name: str, elements: Iterable[str]) -> list[str]:
+    items = sorted(elements)
+    return [
+        f"{verb} element inet {table} {name} {{ {', '.join(items[i : i + 500])} }}"
+        for i in range(0, len(items), 500)
+    ]
+
+
+def helper_script(elements: dict[str, frozenset[str]], table: str) -> str:
+    """The nftables helper IPVS needs, loaded whole (first apply of a process).
+
+    - nat mode: mark packets to our nat VIPs and masquerade them on the way to the node
+      (with net.ipv4.vs.conntrack=1 conntrack follows IPVS's rewrite), so a node whose
+      default route is elsewhere still answers through us;
+    - loadBalancerSourceRanges: a restricted VIP:port drops clients outside its ranges,
+      before IPVS (which hooks later, at local-in) ever sees them.
+    """
     lines = [
         f"add table inet {table}",
         f"delete table inet {table}",
-        f'add table inet {table} {{ comment "managed by appliance (ipvs nat helper)"; }}',
-        f"add set inet {table} nat4 {{ type ipv4_addr . inet_proto . inet_service; }}",
-        f"add set inet {table} nat6 {{ type ipv6_addr . inet_proto . inet_service; }}",
+        f'add table inet {table} {{ comment "managed by appliance (ipvs helper)"; }}',
+        *(f"add set inet {table} {n} {{ {d} }}" for n, d in HELPER_SETS.items()),
         f"add chain inet {table} vipmark {{ type filter hook prerouting priority mangle; }}",
         f"add chain inet {table} reply_snat {{ type nat hook postrouting priority srcnat; }}",
-        f"add rule inet {table} vipmark ip daddr . meta l4proto . th dport @nat4 {MARK}",
-        f"add rule inet {table} vipmark ip6 daddr . meta l4proto . th dport @nat6 {MARK}",
-        f"add rule inet {table} reply_snat meta mark & 0x4000 == 0x4000 masquerade",
     ]
-    for name, elements in (("nat4", sorted(v4)), ("nat6", sorted(v6))):
-        if elements:
-            lines.append(f"add element inet {table} {name} {{ {', '.join(elements)} }}")
+    for fam, ipf in (("4", "ip"), ("6", "ip6")):
+        key = f"{ipf} daddr . meta l4proto . th dport"
+        lines.append(
+            f"add rule inet {table} vipmark {key} @restricted{fam}"
+            f" {key} . {ipf} saddr != @allow{fam} drop"
+        )
+        lines.append(f"add rule inet {table} vipmark {key} @nat{fam} {MARK}")
+    lines.append(f"add rule inet {table} reply_snat meta mark & 0x4000 == 0x4000 masquerade")
+    for name in HELPER_SETS:
+        lines.extend(_elements("add", table, name, elements[name]))
     return "\n".join(lines) + "\n"
+
+
+def helper_delta(
+    old: dict[str, frozenset[str]], new: dict[str, frozenset[str]], table: str
+) -> list[str]:
+    """Element updates only: adding a service never reloads the helper table."""
+    cmds: list[str] = []
+    for name in HELPER_SETS:
+        cmds.extend(_elements("delete", table, name, old[name] - new[name]))
+    for name in HELPER_SETS:
+        cmds.extend(_elements("add", table, name, new[name] - old[name]))
+    return cmds

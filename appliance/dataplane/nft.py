@@ -259,20 +259,24 @@ def read_back(doc: dict[str, Any]) -> tuple[VirtualService, ...]:
             timeout = 0
             for expr in rules.get(chain, []):
                 for e in expr:
-                    if "vmap" in e:
-                        k = e["vmap"]["key"]
-                        scheduler = "sh" if "jhash" in k else "wrr"
-                        for _, v in maps.get(e["vmap"]["data"].lstrip("@"), []):
-                            ep = v["goto"]["target"]
-                            for ep_expr in rules.get(ep, []):
-                                for x in ep_expr:
-                                    if "dnat" in x:
-                                        addr = x["dnat"]["addr"]
-                                        real_port = int(x["dnat"].get("port", 0))
-                                        weights[addr] = weights.get(addr, 0) + 1
-                                    if "set" in x:
-                                        name = x["set"]["set"].lstrip("@")
-                                        timeout = set_timeout.get(name, timeout)
+                    lookup = e.get("vmap") or (e.get("dnat") or {}).get("addr", {}).get("map")
+                    if not isinstance(lookup, dict):
+                        continue
+                    scheduler = "sh" if "jhash" in lookup["key"] else "wrr"
+                    for _, v in maps.get(lookup["data"].lstrip("@"), []):
+                        if "concat" in v:  # slot -> address . port
+                            addr, real_port = v["concat"][0], int(v["concat"][1])
+                            weights[addr] = weights.get(addr, 0) + 1
+                            continue
+                        for ep_expr in rules.get(v["goto"]["target"], []):  # affinity
+                            for x in ep_expr:
+                                if "dnat" in x:
+                                    addr = x["dnat"]["addr"]
+                                    real_port = int(x["dnat"].get("port", 0))
+                                    weights[addr] = weights.get(addr, 0) + 1
+                                if "set" in x:
+                                    name = x["set"]["set"].lstrip("@")
+                                    timeout = set_timeout.get(name, timeout)
             out.append(
                 VirtualService(
                     vip=str(vip),

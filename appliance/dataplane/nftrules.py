@@ -5,9 +5,10 @@ The layout follows kube-proxy's nftables mode, in one `inet` table of our own:
 - `vips4` / `vips6`: verdict maps `vip . l4proto . port : goto vs-...`, looked up once from
   the `prerouting` nat chain;
 - one chain per virtual service `vs-<proto>-<vip>-<port>`: source ranges, the masquerade
-  mark, ClientIP affinity, then a `numgen` (round robin) or `jhash` (source hashing, fixed
-  seed) lookup into its own verdict map `eps-...` whose slots point at endpoint chains;
-- one chain per real server `ep-...`: records affinity and DNATs to NodeIP:NodePort;
+  mark, then a `numgen` (round robin) or `jhash` (source hashing, fixed seed) slot number
+  looked up in its own map `dst-...` (slot -> NodeIP . NodePort) by the DNAT itself;
+- with ClientIP affinity, kube-proxy's shape instead: the slot map `eps-...` jumps to one
+  chain per real server `ep-...` that records the client in a timeout set and DNATs;
 - `postrouting` masquerades what we marked, so a node whose default route is not this host
   still answers through it.
 
@@ -98,7 +99,7 @@ def _slots(vs: VirtualService) -> list[int]:
     return out
 
 
-def _collapse(ranges: Iterable[str], version: int) -> tuple[tuple[str, ...], list[str]]:
+def collapse_ranges(ranges: Iterable[str], version: int) -> tuple[tuple[str, ...], list[str]]:
     """Canonical, non-overlapping networks (nft refuses overlapping interval elements)."""
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     bad: list[str] = []
@@ -131,7 +132,7 @@ def fragment(vs: VirtualService, seed: int = DEFAULT_SEED) -> Fragment:
     warnings: list[str] = []
 
     if vs.source_ranges is not None:
-        ranges, bad = _collapse(vs.source_ranges, 6 if v6 else 4)
+        ranges, bad = collapse_ranges(vs.source_ranges, 6 if v6 else 4)
         warnings.extend(f"{vs.service} {vid}: source range {r!r} ignored" for r in bad)
         if ranges:
             src = f"src-{vid}"
@@ -147,50 +148,59 @@ def fragment(vs: VirtualService, seed: int = DEFAULT_SEED) -> Fragment:
 
     slots = _slots(vs)
     live = sorted({vs.real_servers[i].address for i in slots})
+    affinity = vs.persistence_timeout > 0
     ep_name = {a: f"ep-{vid}-{ident(a)}" for a in live}
-    for address in live:
-        ep_rules: list[str] = []
-        if vs.persistence_timeout > 0:
+    if affinity:  # kube-proxy's shape: a chain per endpoint records the client, then DNATs
+        for address in live:
             aff = f"aff-{vid}-{ident(address)}"
-            sets.append(
-                NftSet(
-                    aff,
-                    "set",
-                    f"type {addr_type}; flags dynamic,timeout; timeout {vs.persistence_timeout}s;",
-                )
-            )
+            decl = f"type {addr_type}; flags dynamic,timeout; timeout {vs.persistence_timeout}s;"
+            sets.append(NftSet(aff, "set", decl))
             rules.append(f"{ipf} saddr @{aff} goto {ep_name[address]}")
-            ep_rules.append(f"update @{aff} {{ {ipf} saddr }}")
-        target = f"[{address}]" if v6 else address
-        ep_rules.append(f"meta l4proto {proto} dnat {ipf} to {target}:{vs.real_port}")
-        chains.append(NftChain(ep_name[address], tuple(ep_rules)))
+            target = f"[{address}]" if v6 else address
+            ep_rules = (
+                f"update @{aff} {{ {ipf} saddr }}",
+                f"meta l4proto {proto} dnat {ipf} to {target}:{vs.real_port}",
+            )
+            chains.append(NftChain(ep_name[address], ep_rules))
 
+    if vs.scheduler in HASHING:
+        key = f"{ipf} daddr" if vs.scheduler == "dh" else f"{ipf} saddr"
+        pick = f"jhash {key} mod {len(slots)} seed {seed:#x}"
+    else:
+        if vs.scheduler in FALLBACK:
+            warnings.append(
+                f"{vs.service} {vid}: scheduler {vs.scheduler} needs connection counts;"
+                " nftables uses weighted round robin"
+            )
+        elif vs.scheduler not in ROUND_ROBIN:
+            warnings.append(
+                f"{vs.service} {vid}: unknown scheduler {vs.scheduler!r}; using round robin"
+            )
+        pick = f"numgen inc mod {len(slots)}"
+    # Map keys are plain 32-bit integers; nft only names such a type through an expression.
+    # "mod 1" is fixed on purpose: the real modulus lives in the rule, so a change in the
+    # number of slots never changes a map's declaration.
     if not slots:
         rules.append("drop")  # no endpoints: refuse rather than fall through to the host
-    else:
+    elif affinity:
         eps = f"eps-{vid}"
         elements = tuple(
             f"{n} : goto {ep_name[vs.real_servers[i].address]}" for n, i in enumerate(slots)
         )
-        # The key is a plain 32-bit integer; nft only names such a type through an
-        # expression. "mod 1" is fixed on purpose: the real modulus lives in the rule, so
-        # a change in the number of slots never changes the map's declaration.
         sets.append(NftSet(eps, "map", "typeof numgen inc mod 1 : verdict;", elements))
-        n = len(slots)
-        if vs.scheduler in HASHING:
-            key = f"{ipf} daddr" if vs.scheduler == "dh" else f"{ipf} saddr"
-            rules.append(f"jhash {key} mod {n} seed {seed:#x} vmap @{eps}")
-        else:
-            if vs.scheduler in FALLBACK:
-                warnings.append(
-                    f"{vs.service} {vid}: scheduler {vs.scheduler} needs connection counts;"
-                    " nftables uses weighted round robin"
-                )
-            elif vs.scheduler not in ROUND_ROBIN:
-                warnings.append(
-                    f"{vs.service} {vid}: unknown scheduler {vs.scheduler!r}; using round robin"
-                )
-            rules.append(f"numgen inc mod {n} vmap @{eps}")
+        rules.append(f"{pick} vmap @{eps}")
+    else:
+        # No affinity: the slot maps straight to address . port, no chain per endpoint.
+        # Fewer objects is what keeps nft's cache (and so every transaction) fast.
+        dst = f"dst-{vid}"
+        elements = tuple(
+            f"{n} : {vs.real_servers[i].address} . {vs.real_port}" for n, i in enumerate(slots)
+        )
+        # `{proto} dport`, not `th dport`: nft 1.0.6 cannot add a rule that uses a map it
+        # reads back from the kernel with `th` in its typeof ("conflicting protocols").
+        decl = f"typeof numgen inc mod 1 : {ipf} daddr . {proto} dport;"
+        sets.append(NftSet(dst, "map", decl, elements))
+        rules.append(f"meta l4proto {proto} dnat {ipf} addr . port to {pick} map @{dst}")
     chains.append(NftChain(chain, tuple(rules)))
     vip_map = "vips6" if v6 else "vips4"
     return Fragment(

@@ -6,7 +6,13 @@ from dataclasses import replace
 
 from appliance.config_types import Pool
 from appliance.dataplane.base import Ownership
-from appliance.dataplane.ipvsrules import entries, masq_script, restore_script
+from appliance.dataplane.ipvsrules import (
+    entries,
+    helper_delta,
+    helper_elements,
+    helper_script,
+    restore_script,
+)
 from tests.unit.test_dataplane_nft import NODES, check_golden, sample
 
 
@@ -15,9 +21,19 @@ def test_restore_script_matches_golden() -> None:
     check_golden("ipvs_restore.txt", restore_script(services))
 
 
-def test_masq_helper_matches_golden() -> None:
+def test_helper_table_matches_golden() -> None:
     services = (*sample(), replace(sample()[0], vip="198.18.32.5", forwarding="dr"))
-    check_golden("ipvs_masq.nft", masq_script(services, "appliance_ipvs"))
+    check_golden("ipvs_helper.nft", helper_script(helper_elements(services), "appliance_ipvs"))
+
+
+def test_helper_delta_is_elements_only() -> None:
+    before = helper_elements(sample())
+    after = helper_elements((*sample()[1:], replace(sample()[0], source_ranges=("10.1.0.0/16",))))
+    assert helper_delta(before, before, "t") == []
+    assert helper_delta(before, after, "t") == [
+        "add element inet t restricted4 { 198.18.32.1 . tcp . 80 }",
+        "add element inet t allow4 { 198.18.32.1 . tcp . 80 . 10.1.0.0/16 }",
+    ]
 
 
 def test_forwarding_methods_always_explicit() -> None:

@@ -102,6 +102,16 @@ def test_persistence_keeps_client_on_one_node(lab: Lab, backend: IpvsBackend) ->
         assert len(got) == 1, f"{client}: {got}"
 
 
+def test_source_ranges_drop_others(lab: Lab, backend: IpvsBackend) -> None:
+    apply(backend, web(source_ranges=(f"{CLIENTS[0]}/32", "198.18.29.0/24")))
+    assert lab.ask(f"tcp {CLIENTS[0]} {VIP} 80") in NODES
+    assert lab.ask(f"tcp {CLIENTS[1]} {VIP} 80").startswith("ERR")
+    apply(backend, web(source_ranges=()))  # ranges given, none of this family: nobody
+    assert lab.ask(f"tcp {CLIENTS[0]} {VIP} 80").startswith("ERR")
+    apply(backend, web())
+    assert lab.ask(f"tcp {CLIENTS[1]} {VIP} 80") in NODES
+
+
 def test_graceful_drain(lab: Lab, backend: IpvsBackend) -> None:
     apply(backend, web())
     first = lab.ask(f"open c1 {CLIENTS[0]} {VIP} 80")
@@ -130,11 +140,30 @@ def test_udp_and_ipv6(lab: Lab, backend: IpvsBackend) -> None:
     web6 = VirtualService(
         vip6, 80, "TCP", "rr", 30080, tuple(RealServer(n, a) for n, a in NODES6.items()), "d/w6"
     )
-    apply(backend, web(), dns, web6)
+    sticky6 = replace(web6, port=81, real_port=30081, persistence_timeout=60)
+    apply(backend, web(), dns, web6, sticky6)
+    table = ipvsadm("-Ln")
+    # ipvsadm shows a mask only when it is not the full one; a wrong IPv6 netmask
+    # encoding would have been refused outright (the kernel wants 1..128).
+    assert f"TCP  [{vip6}]:81 rr persistent 60\n" in table, table
+    assert len(Counter(lab.ask(f"tcp {CLIENT6} {vip6} 81") for _ in range(4))) == 1
     got = Counter(lab.ask(f"udp {CLIENTS[0]} {42000 + i} {VIP} 53") for i in range(6))
     assert got == Counter(dict.fromkeys(NODES, 2)), got
     got6 = Counter(lab.ask(f"tcp {CLIENT6} {vip6} 80") for _ in range(6))
     assert got6 == Counter(dict.fromkeys(NODES, 2)), got6
+
+
+def test_missing_ipvs_conntrack_sysctl_is_one_clear_error(lab: Lab) -> None:
+    from appliance.dataplane.base import DataplaneError
+
+    in_ns(LB, "sysctl", "-qw", "net.ipv4.vs.conntrack=0")
+    b = IpvsBackend(DataplaneConfig(), Ownership.of_pools([POOL]), netns=LB)
+    try:
+        with pytest.raises(DataplaneError, match=r"net\.ipv4\.vs\.conntrack=0.*sysctl -w"):
+            asyncio.run(b.apply(state(web())))
+    finally:
+        b.close()
+        in_ns(LB, "sysctl", "-qw", "net.ipv4.vs.conntrack=1")
 
 
 def test_unchanged_reapply_and_foreign_services_untouched(lab: Lab, backend: IpvsBackend) -> None:
