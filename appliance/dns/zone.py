@@ -43,6 +43,7 @@ Name = tuple[bytes, ...]
 """A domain name as lower-case labels, leftmost first; the root is ()."""
 
 T_A, T_NS, T_CNAME, T_SOA, T_AAAA, T_SRV, T_OPT = 1, 2, 5, 6, 28, 33, 41
+T_RRSIG, T_NSEC = 46, 47
 T_IXFR, T_AXFR, T_ANY = 251, 252, 255
 CLASS_IN = 1
 TYPE_CODES = {"A": T_A, "NS": T_NS, "CNAME": T_CNAME, "SOA": T_SOA, "AAAA": T_AAAA, "SRV": T_SRV}
@@ -287,7 +288,8 @@ class Zone:
             if qtype == T_ANY:
                 authority.append(self._soa(apex))  # an empty non-terminal
                 break
-            cname = node.get(T_CNAME)
+            # RFC 4035 2.5: NSEC and RRSIG live beside a CNAME; asked for, never chased
+            cname = None if qtype in (T_RRSIG, T_NSEC) else node.get(T_CNAME)
             if cname is None:
                 authority.append(self._soa(apex))  # NODATA
                 break

@@ -125,7 +125,8 @@ def kdig(port: int, questions: list[tuple[str, str]], *options: str) -> list[dic
     """Ask kdig (one process, many questions) and return its RFC 8427 JSON replies in the
     order of `questions` (matched by the echoed name and type, which must be unique; kdig
     lower-cases names, so use dig to see case echoed); no reply: {"RCODE": None}."""
-    args = ["kdig", "-p", str(port), "@127.0.0.1", "+json", "+norec", "+time=2", "+retry=1"]
+    args = ["kdig", "-p", str(port), "@127.0.0.1", "+json", "+norec", "+noidn", "+time=2"]
+    args.append("+retry=1")
     args += list(options)
     for name, rtype in questions:
         args += [name, rtype]

@@ -4,6 +4,7 @@ answer, authority and additional sections must agree."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from tests.dns.peers import kdig, knotd, our_server
 
 pytestmark = needs_tools
 
-TYPES = ("A", "AAAA", "CNAME", "SRV", "SOA", "NS", "TXT", "MX", "ANY")
+TYPES = ("A", "AAAA", "CNAME", "SRV", "SOA", "NS", "TXT", "MX", "ANY", "NSEC", "RRSIG")
 
 
 def mixed_case(name: str) -> str:
@@ -74,8 +75,14 @@ def summary(reply: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "transport",
-    [("+noedns",), ("+edns", "+bufsize=1232"), ("+tcp",), ("+noedns", "+ignore")],
-    ids=["udp", "udp-edns", "tcp", "udp-no-fallback"],
+    [
+        ("+noedns",),
+        ("+edns", "+bufsize=1232"),
+        ("+tcp",),
+        ("+noedns", "+ignore"),
+        ("+dnssec", "+bufsize=512", "+ignore"),
+    ],
+    ids=["udp", "udp-edns", "tcp", "udp-no-fallback", "udp-do-512"],
 )
 def test_same_answers_as_knot(tmp_path: Path, transport: tuple[str, ...]) -> None:
     records = cluster_records()
@@ -101,3 +108,42 @@ def test_large_headless_answer_truncates_like_knot(tmp_path: Path) -> None:
             mine = kdig(ours.port, q, *options)
             assert [summary(r) for r in mine] == [summary(r) for r in theirs], options
     assert theirs[0]["ANCOUNT"] == 200  # kdig fell back to TCP on TC, for both
+
+
+def random_corpus(records, n: int = 400, seed: int = 5) -> list[tuple[str, str]]:
+    """Names spliced from the zone's labels and some strangers, in random case, asking
+    for types we hold and types we never do."""
+    rng = random.Random(seed)
+    names = sorted({r.name for r in records})
+    labels = sorted({label for name in names for label in name.split(".")})
+    labels += ["zz", "*", "x-", "a" * 63, "xn--bcher-kva", "_tcp"]  # no leading "-": kdig
+    types = [*TYPES, "DS", "PTR", "CAA", "HTTPS", "SVCB", "TYPE999", "DNSKEY", "NSEC"]
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    while len(out) < n:
+        base = rng.choice(names).split(".")
+        roll = rng.random()
+        if roll < 0.3:
+            base = [rng.choice(labels), *base]  # below an existing name
+        elif roll < 0.5:
+            base[rng.randrange(len(base) - 2)] = rng.choice(labels)  # a sibling
+        elif roll < 0.6:
+            base = base[rng.randrange(1, len(base)) :]  # an ancestor
+        name = "".join(c.upper() if rng.random() < 0.3 else c for c in ".".join(base))
+        rtype = rng.choice(types)
+        out.setdefault((name.lower(), rtype), (name, rtype))
+    return list(out.values())
+
+
+def test_random_questions_same_as_knot(tmp_path: Path) -> None:
+    records = cluster_records()
+    questions = random_corpus(records)
+    with our_server(DNS, records) as ours, knotd(tmp_path, DNS, records, ours.serial) as kport:
+        theirs = kdig(kport, questions, "+edns")
+        mine = kdig(ours.port, questions, "+edns")
+    assert sum(r["RCODE"] is not None for r in theirs) == len(questions)
+    differences = [
+        f"{q}: knot {summary(t)}\n  ours {summary(m)}"
+        for q, t, m in zip(questions, theirs, mine, strict=True)
+        if summary(t) != summary(m)
+    ]
+    assert not differences, f"{len(differences)} differ:\n" + "\n".join(differences[:10])
