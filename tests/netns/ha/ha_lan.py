@@ -268,6 +268,7 @@ def appliance_yaml(
     *,
     garp_count: int = 3,
     garp_interval: str = "10ms",
+    garp_refresh: str = "0s",
 ) -> str:
     """An appliance.yaml with one pool per family on the test LAN and these instances."""
     (workdir / "manifests").mkdir(exist_ok=True)
@@ -285,6 +286,7 @@ def appliance_yaml(
         "  interface: eth0",
         f"  garp_count: {garp_count}",
         f"  garp_interval: {garp_interval}",
+        f"  garp_refresh: {garp_refresh}",
         "  instances:",
     ]
     for inst in instances:

@@ -177,3 +177,37 @@ def test_active_active_split_by_pools(ha_lan: Lan, tmp_path: Path) -> None:
     finally:
         b.stop()
     assert "Traceback" not in a.child.output() + b.child.output()
+
+
+def test_garp_burst_and_refresh(ha_lan: Lan, tmp_path: Path) -> None:
+    """A takeover sends a burst of gratuitous ARPs, then one every `garp_refresh`;
+    scapy checks each is a proper announcement (request, sender = target = VIP)."""
+    h1 = ha_lan.add_host("h1", 1)
+    observer = ha_lan.add_host("ob", 8)
+    pcap = tmp_path / "arp.pcap"
+    dump = tcpdump(observer, pcap, "arp", tmp_path / "tcpdump.log")
+    yaml = appliance_yaml(tmp_path, _instance(150), garp_count=4, garp_refresh="200ms")
+    a = Ours(h1, yaml, tmp_path, "a", [VIP])
+    try:
+        wait_for("a master", lambda: a.states() == {"vi-1": "master"})
+        time.sleep(1.1)
+    finally:
+        a.stop()
+        time.sleep(0.1)
+        dump.stop()
+    from scapy.layers.l2 import ARP
+    from scapy.utils import rdpcap
+
+    garps = [
+        float(p.time)
+        for p in rdpcap(str(pcap))
+        if ARP in p
+        and p[ARP].op == 1
+        and p[ARP].psrc == VIP == p[ARP].pdst
+        and p[ARP].hwsrc == h1.mac()
+        and p.dst == "ff:ff:ff:ff:ff:ff"
+    ]
+    # A burst of 4, then about 5 refreshes in 1.1 s; never more than one per 10 ms burst gap.
+    assert len(garps) >= 4 + 3, garps
+    burst_end = garps[3]
+    assert all(t > burst_end for t in garps[4:])

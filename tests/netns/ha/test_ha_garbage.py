@@ -121,3 +121,49 @@ def test_bad_adverts_are_counted_and_ignored(ha_lan: Lan, tmp_path: Path) -> Non
         rc = ours.stop()
     assert rc == 0
     assert "Traceback" not in ours.child.output()
+
+
+ACCEPTED = """
+from scapy.layers.inet import IP
+from scapy.layers.l2 import Ether
+from scapy.layers.vrrp import VRRPv3
+from scapy.sendrecv import sendp
+from scapy.utils import checksum
+
+ip = IP(dst="224.0.0.18", ttl=255, proto=112)
+v3 = VRRPv3(vrid=51, priority=200, ipcount=1, addrlist=["198.18.20.100"], adv=10, chksum=0)
+raw = bytearray(bytes(ip / v3)[20:])  # addresses are packed only under an IP layer
+assert len(raw) == 12, raw
+raw[6:8] = checksum(bytes(raw)).to_bytes(2, "big")  # RFC 9568: no pseudo-header
+sendp(Ether(dst="01:00:5e:00:00:12") / ip / bytes(raw), iface="eth0", verbose=0)
+"""
+
+
+def test_v2_style_checksum_is_accepted(ha_lan: Lan, tmp_path: Path) -> None:
+    """An IPv4 advert checksummed without the pseudo-header (RFC 9568) is valid: a
+    priority-200 one makes our master step down."""
+    h1 = ha_lan.add_host("h1", 1)
+    peer = ha_lan.add_host("x", 7)
+    inst = {"name": "vi-1", "vrid": 51, "priority": 100, "advert_interval": "100ms"}
+    ours = Ours(h1, appliance_yaml(tmp_path, [inst]), tmp_path, "o", [VIP])
+    script = tmp_path / "accepted.py"
+    script.write_text(ACCEPTED)
+    try:
+        wait_for("ours master", lambda: ours.states() == {"vi-1": "master"})
+        sent = subprocess.run(
+            ["ip", "netns", "exec", peer.ns, PYTHON, str(script)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stderr
+        wait_for(
+            "the advert demoted us",
+            lambda: (
+                "master -> backup (higher priority 200 from 198.18.20.7)" in ours.child.output()
+            ),
+        )
+        assert ours.status()["instances"][0]["adverts_in"] == 1
+        assert ours.status()["instances"][0]["dropped"] == {}
+    finally:
+        ours.stop()
