@@ -93,15 +93,45 @@ def _ref(obj: Any) -> tuple[str, str, str]:
     return (kind, namespace, name)
 
 
-class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+_FAST = yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
+# libyaml composes nested nodes by C recursion: past some tens of thousands of levels the
+# process dies (a segfault, not an exception). Its parser keeps its own stack, so events
+# are safe at any depth; Kubernetes objects nest about 20 deep.
+MAX_DEPTH = 1000
+_NESTING = ("[", "{", "-", "?", ":")  # every level of nesting needs one of these
+
+
+class _Loader(_FAST):  # type: ignore[valid-type,misc]
     """YAML as Kubernetes reads it for our purposes: timestamps stay text (creationTimestamp
     is kept as the API wrote it), everything else as YAML 1.1 safe loading gives it."""
 
 
-_Loader.yaml_implicit_resolvers = {
+class _SafeLoader(yaml.SafeLoader):
+    """The pure-Python loader, for hostile nesting: it fails with RecursionError."""
+
+
+_Loader.yaml_implicit_resolvers = _SafeLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def _too_deep(text: str) -> bool:
+    if sum(text.count(c) for c in _NESTING) <= MAX_DEPTH:
+        return False
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_FAST):
+            kind = type(event)
+            if kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return True
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                depth -= 1
+    except yaml.YAMLError:
+        pass  # the loader meets the same error and reports it with its line
+    return False
 
 
 def _documents(text: str, source: str) -> tuple[list[Any], Refusal | None]:
@@ -116,7 +146,8 @@ def _documents(text: str, source: str) -> tuple[list[Any], Refusal | None]:
             return [], Refusal("File", "", source, "JSON nested too deeply", source)
     docs: list[Any] = []
     try:
-        for doc in yaml.load_all(text, Loader=_Loader):
+        loader = _SafeLoader if _too_deep(text) else _Loader
+        for doc in yaml.load_all(text, Loader=loader):
             docs.append(doc)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -128,7 +159,9 @@ def _documents(text: str, source: str) -> tuple[list[Any], Refusal | None]:
     except yaml.YAMLError as e:
         return docs, Refusal("File", "", source, f"YAML error: {e}", source)
     except RecursionError:
-        return docs, Refusal("File", "", source, "YAML nested too deeply", source)
+        return docs, Refusal(
+            "File", "", source, f"YAML nested over {MAX_DEPTH} levels deep", source
+        )
     return docs, None
 
 

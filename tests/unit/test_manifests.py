@@ -1189,3 +1189,39 @@ def test_random_text_never_raises(text: str) -> None:
 
 def test_error_is_value_error() -> None:
     assert issubclass(ManifestError, ValueError)
+
+
+DEEP = {
+    "flow": "kind: Service\nspec: " + "[" * 60_000 + "]" * 60_000 + "\n",
+    "unclosed": "a: " + "[" * 60_000,
+    "mappings": "a: " + "{a: " * 60_000 + "}" * 60_000,
+    "block": "- " * 60_000 + "x\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEEP))
+def test_hostile_nesting_is_a_refusal_not_a_crash(name: str) -> None:
+    """libyaml's composer would segfault the whole process on these: run in a child so a
+    regression fails this test instead of killing the session."""
+    import subprocess
+    import sys
+
+    good = yaml.safe_dump(svc())
+    code = (
+        "import sys\n"
+        "from appliance.cluster.manifests import parse_text\n"
+        "objects, refused = parse_text(sys.stdin.read(), 'deep.yaml')\n"
+        "print(len(objects), [r.reason for r in refused])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=good + "---\n" + DEEP[name],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.startswith("1 ")  # the document before still counts
+    assert "YAML nested over 1000 levels deep" in done.stdout or "YAML syntax error" in done.stdout
