@@ -14,6 +14,7 @@ import struct
 
 from appliance.dns.zone import (
     BADVERS,
+    CLASS_ANY,
     CLASS_IN,
     EDNS_SIZE,
     FORMERR,
@@ -101,6 +102,37 @@ def _skip_name(data: bytes, i: int) -> tuple[int, bool]:
         i += length + 1
 
 
+def _question(data: bytes) -> tuple[int, list[bytes]]:
+    """Where the question ends, and its name's labels. Malformed (or IndexError)."""
+    labels: list[bytes] = []
+    i = 12
+    length = data[i]
+    while length:
+        if length > 63:
+            raise Malformed("compressed or extended label in the question")
+        labels.append(data[i + 1 : i + 1 + length])
+        i += length + 1
+        length = data[i]
+    if i + 1 - 12 > 255:
+        raise Malformed("name longer than 255 octets")
+    i += 5
+    if i > len(data):
+        raise Malformed("short question")
+    return i, labels
+
+
+def _echo(data: bytes) -> bytes:
+    """The question of a malformed query, when it has one readable question (as knotd
+    echoes it), else nothing."""
+    if data[4:6] != b"\x00\x01" or data[2] & 0x78:
+        return b""
+    try:
+        end, _ = _question(data)
+    except (Malformed, IndexError):
+        return b""
+    return data[12:end]
+
+
 class Responder:
     """A zone and the answers computed for it on demand (bounded). The server swaps the
     whole Responder when the zone changes, so a reply never mixes two zones."""
@@ -170,7 +202,7 @@ class Responder:
         try:
             return self._parse_and_answer(data, udp)
         except (Malformed, IndexError, struct.error):
-            return _error(data, FORMERR, b"", b""), FORMERR
+            return _error(data, FORMERR, _echo(data), b""), FORMERR
 
     def _parse_and_answer(self, data: bytes, udp: bool) -> tuple[bytes | None, int]:
         opcode = (data[2] >> 3) & 0xF
@@ -180,18 +212,7 @@ class Responder:
         labels: list[bytes] = []
         i = 12
         if qd >= 1:
-            length = data[i]
-            while length:
-                if length > 63:
-                    raise Malformed("compressed or extended label in the question")
-                labels.append(data[i + 1 : i + 1 + length])
-                i += length + 1
-                length = data[i]
-            if i + 1 - 12 > 255:
-                raise Malformed("name longer than 255 octets")
-            i += 5
-            if i > n:
-                raise Malformed("short question")
+            i, labels = _question(data)
             question = data[12:i]
         if opcode != 0:
             return _error(data, NOTIMP, b"", b""), NOTIMP  # its sections may not be ours to echo
@@ -225,11 +246,8 @@ class Responder:
             raise Malformed("trailing bytes")
         if edns and version != 0:
             return _error(data, 0, question, _opt(do, BADVERS >> 4)), BADVERS
-        opt = _opt(do) if edns else b""
-        if qtype == T_OPT:
-            return _error(data, FORMERR, question, opt), FORMERR
-        if qclass != CLASS_IN:
-            return _error(data, REFUSED, question, opt), REFUSED
+        if qclass not in (CLASS_IN, CLASS_ANY):  # CH, HS: nothing of ours lives there
+            return _error(data, REFUSED, question, _opt(do) if edns else b""), REFUSED
         key = data[12 : qfull - 4].lower() + data[qfull - 4 : qfull]
         ans = self._answers.get(key) or self._cache.get(key)
         if ans is None:

@@ -45,7 +45,7 @@ Name = tuple[bytes, ...]
 T_A, T_NS, T_CNAME, T_SOA, T_AAAA, T_SRV, T_OPT = 1, 2, 5, 6, 28, 33, 41
 T_RRSIG, T_NSEC = 46, 47
 T_IXFR, T_AXFR, T_ANY = 251, 252, 255
-CLASS_IN = 1
+CLASS_IN, CLASS_ANY = 1, 255
 TYPE_CODES = {"A": T_A, "NS": T_NS, "CNAME": T_CNAME, "SOA": T_SOA, "AAAA": T_AAAA, "SRV": T_SRV}
 TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
 

@@ -5,9 +5,11 @@ answer, authority and additional sections must agree."""
 from __future__ import annotations
 
 import random
+import socket
 from pathlib import Path
 from typing import Any
 
+import dns.message
 import pytest
 
 from tests.dns.conftest import DNS, cluster_records, needs_tools
@@ -87,7 +89,7 @@ def summary(reply: dict[str, Any]) -> dict[str, Any]:
 def test_same_answers_as_knot(tmp_path: Path, transport: tuple[str, ...]) -> None:
     records = cluster_records()
     questions = corpus(records)
-    assert len(questions) > 250
+    assert len(questions) > 300
     with our_server(DNS, records) as ours, knotd(tmp_path, DNS, records, ours.serial) as knot_port:
         theirs = kdig(knot_port, questions, *transport)
         mine = kdig(ours.port, questions, *transport)
@@ -147,3 +149,43 @@ def test_random_questions_same_as_knot(tmp_path: Path) -> None:
         if summary(t) != summary(m)
     ]
     assert not differences, f"{len(differences)} differ:\n" + "\n".join(differences[:10])
+
+
+def raw_cases() -> dict[str, bytes]:
+    """Odd and malformed queries on which knotd and we agree byte for byte."""
+    ok = dns.message.make_query("web.shop.svc.cluster.local", "A", use_edns=False).to_wire()
+    edns = dns.message.make_query("web.shop.svc.cluster.local", "A", use_edns=0).to_wire()
+    opt = b"\x00\x00\x29\x04\xd0" + bytes(6)
+    return {
+        "no question": ok[:4] + b"\x00\x00" + ok[6:12],
+        "an answer in a query": ok[:7] + b"\x01" + ok[8:],
+        "trailing bytes": ok + b"\x00",
+        "OPT twice": ok[:11] + b"\x02" + ok[12:] + opt * 2,
+        "EDNS version 1": dns.message.make_query(
+            "web.shop.svc.cluster.local", "A", use_edns=1
+        ).to_wire(),
+        "bad EDNS option length": edns[:-2] + b"\x00\x04" + b"\x00\x0a\x00\x08",
+        "class ANY": dns.message.make_query("web.shop.svc.cluster.local", "A", "ANY").to_wire(),
+        "qtype OPT": ok[:-4] + b"\x00\x29\x00\x01",
+        "TC set in the query": ok[:2] + bytes([ok[2] | 2]) + ok[3:],
+        "Z bit set": ok[:3] + bytes([ok[3] | 0x40]) + ok[4:],
+    }
+
+
+def udp_ask(port: int, data: bytes) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        s.sendto(data, ("127.0.0.1", port))
+        try:
+            return s.recv(65535)
+        except TimeoutError:
+            return None
+
+
+def test_odd_queries_get_the_same_bytes_as_from_knot(tmp_path: Path) -> None:
+    records = cluster_records()
+    with our_server(DNS, records) as ours, knotd(tmp_path, DNS, records, ours.serial) as kport:
+        for what, data in raw_cases().items():
+            theirs = udp_ask(kport, data)
+            assert theirs is not None, what
+            assert udp_ask(ours.port, data) == theirs, what
