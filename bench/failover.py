@@ -51,7 +51,7 @@ vip, port = sys.argv[1], int(sys.argv[2])
 tick = time.monotonic()
 while True:
     try:
-        with socket.create_connection((vip, port), timeout=0.03) as c:
+        with socket.create_connection((vip, port), timeout=0.01) as c:
             who = c.recv(16).decode()
         print(f"{time.time():.4f} {who}", flush=True)
     except OSError:
