@@ -6,6 +6,8 @@ from __future__ import annotations
 import heapq
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.ha.virtual_router import RouterSettings, Send, Transition, VirtualRouter
 from appliance.ha.vrrp import Advert
@@ -349,3 +351,55 @@ def test_preemption_when_higher_priority_returns() -> None:
     lan.run_until(4.0)
     assert lan.states(A) == ["master", "backup"]
     assert lan.states(B) == ["backup", "master"]
+
+
+EVENTS = st.lists(
+    st.tuples(
+        st.floats(0.0, 2.0),  # time step
+        st.sampled_from(["advert", "expire", "shutdown", "start", "link_down", "link_up"]),
+        st.integers(0, 255),  # advert priority
+        st.sampled_from([A, B, C]),  # advert source
+        st.integers(1, 300),  # advert interval, centiseconds
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 254), st.integers(1, 300), st.booleans(), EVENTS)
+def test_random_events_keep_invariants(
+    priority: int,
+    interval: int,
+    preempt: bool,
+    events: list[tuple[float, str, int, str, int]],
+) -> None:
+    r = VirtualRouter(RouterSettings(1, priority, interval, B, preempt=preempt))
+    now = 0.0
+    r.start(now)
+    for step, kind, prio, source, adv in events:
+        now += step
+        if kind == "advert":
+            actions = r.receive(Advert(1, prio, adv, ()), source, now)
+        elif kind == "expire":
+            actions = r.expire(now)
+        elif kind == "shutdown":
+            actions = r.shutdown(now)
+        elif kind == "start":
+            actions = r.start(now)
+        else:
+            actions = r.set_link(kind == "link_up", now)
+        for a in actions:
+            if isinstance(a, Send):
+                assert a.priority in (0, priority)
+                assert a.priority == priority or isinstance(actions[-1], Transition)
+        # RFC 5798 6.4: exactly the timer of the state runs, in the future or now.
+        if r.state == "master":
+            assert r.adver_timer is not None and r.master_down_timer is None
+            assert r.master_address == B
+        elif r.state == "backup":
+            assert r.master_down_timer is not None and r.adver_timer is None
+            assert r.master_down_timer <= now + 3 * 3.0 + 3.0
+        else:
+            assert r.deadline is None
+            assert r.master_address is None
+        assert r.since <= now
