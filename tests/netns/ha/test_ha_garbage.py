@@ -167,3 +167,54 @@ def test_v2_style_checksum_is_accepted(ha_lan: Lan, tmp_path: Path) -> None:
         assert ours.status()["instances"][0]["dropped"] == {}
     finally:
         ours.stop()
+
+
+INJECT6 = """
+import sys
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.layers.vrrp import VRRPv3
+from scapy.sendrecv import sendp
+
+def v3(hlim=255, **kw):
+    return (Ether(dst="33:33:00:00:00:12") / IPv6(src=sys.argv[1], dst="ff02::12", hlim=hlim)
+            / VRRPv3(vrid=51, priority=200, ipcount=1, addrlist=["fd00:198:18:20::100"],
+                     adv=10, **kw))
+
+frames = [v3(hlim=64)] * 3 + [v3(chksum=0xBEEF)] * 3
+sendp(frames, iface="eth0", verbose=0)
+"""
+
+
+def test_bad_ipv6_adverts_are_counted_and_ignored(ha_lan: Lan, tmp_path: Path) -> None:
+    h1 = ha_lan.add_host("h1", 1)
+    attacker = ha_lan.add_host("x", 7)
+    inst = {
+        "name": "vi-6",
+        "vrid": 51,
+        "priority": 100,
+        "advert_interval": "100ms",
+        "family": "IPv6",
+    }
+    ours = Ours(h1, appliance_yaml(tmp_path, [inst]), tmp_path, "o", ["fd00:198:18:20::100"])
+    script = tmp_path / "inject6.py"
+    script.write_text(INJECT6)
+    try:
+        wait_for("ours master", lambda: ours.states() == {"vi-6": "master"})
+        source = ha_lan.wait_link_local(attacker)
+        sent = subprocess.run(
+            ["ip", "netns", "exec", attacker.ns, PYTHON, str(script), source],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stderr
+        wait_for(
+            "drops counted",
+            lambda: ours.status()["instances"][0]["dropped"] == {"ttl": 3, "checksum": 3},
+        )
+        time.sleep(0.3)
+        assert ours.states() == {"vi-6": "master"}
+    finally:
+        rc = ours.stop()
+    assert rc == 0
