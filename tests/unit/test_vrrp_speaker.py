@@ -111,3 +111,27 @@ def test_register_adds_ha_subcommand() -> None:
     assert args.func is command.cmd_ha
     assert args.config_opt == "x.yaml"
     assert args.vip == ["198.18.20.1", "fd00::1"]
+
+
+def test_plan_vips_group_by_instance_pools() -> None:
+    """The real planner's VIPs for the examples land in the instance that owns each pool."""
+    from appliance.cluster.files import FilesSource
+    from appliance.config import load_config
+    from appliance.plan import plan
+
+    examples = Path(__file__).parents[2] / "examples"
+    config = load_config(examples / "appliance.yaml")
+    desired = plan(FilesSource(examples / "manifests").load(), config)
+    assert desired.vips, "the examples allocate VIPs"
+    grouped: dict[str, str] = {}
+    for inst in config.ha.instances:
+        for vip in instance_vips(inst, desired.vips):
+            assert vip not in grouped, f"{vip} in {grouped.get(vip)} and {inst.name}"
+            grouped[vip] = inst.name
+    pools = {p for i in config.ha.instances for p in i.pools}
+    for v in desired.vips:
+        family = "IPv4" if "." in v.address else "IPv6"
+        owned = any(
+            i.family == family and (not i.pools or v.pool in i.pools) for i in config.ha.instances
+        )
+        assert (v.address in grouped) == owned, (v, pools)
