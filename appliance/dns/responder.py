@@ -137,13 +137,14 @@ class Responder:
     """A zone and the answers computed for it on demand (bounded). The server swaps the
     whole Responder when the zone changes, so a reply never mixes two zones."""
 
-    __slots__ = ("_answers", "_cache", "_replies", "zone")
+    __slots__ = ("_answers", "_cache", "replies", "zone")
 
     def __init__(self, zone: Zone) -> None:
         self.zone = zone
         self._answers = zone.answers
         self._cache: dict[bytes, Answer] = {}
-        self._replies: dict[bytes, tuple[bytes, int]] = {}
+        # query minus ID -> (reply minus ID, rcode); UDP only; batch.serve reads it too
+        self.replies: dict[bytes, tuple[bytes, int]] = {}
 
     def reply(self, data: bytes, udp: bool = True) -> tuple[bytes | None, int]:
         """(the reply, or None to stay silent; the rcode to count)."""
@@ -152,14 +153,14 @@ class Responder:
         # Everything but the ID decides the reply, so a repeated question (the common
         # case: clients ask for the same few names) is one dict lookup and a join.
         rest = data[2:]
-        hit = self._replies.get(rest)
+        hit = self.replies.get(rest)
         if hit is not None:
             return data[:2] + hit[0], hit[1]
         reply, rcode = self._reply(data, True)
         if reply is not None:
-            if len(self._replies) >= REPLY_LIMIT:
-                self._replies.clear()
-            self._replies[rest] = (reply[2:], rcode)
+            if len(self.replies) >= REPLY_LIMIT:
+                self.replies.clear()
+            self.replies[rest] = (reply[2:], rcode)
         return reply, rcode
 
     def _reply(self, data: bytes, udp: bool) -> tuple[bytes | None, int]:

@@ -208,7 +208,13 @@ class DnsServer:
 
     def _udp_loop(self, sock: socket.socket, counts: list[int]) -> None:
         if self.batched:
-            batch.serve(sock, self._answer_udp, counts, lambda: self._stopping)
+            batch.serve(
+                sock,
+                self._answer_udp,
+                lambda: self._responder.replies,
+                counts,
+                lambda: self._stopping,
+            )
             return
         recvfrom, sendto, answer = sock.recvfrom, sock.sendto, self._answer_udp
         while not self._stopping:
