@@ -63,6 +63,7 @@ def _write(path: str | None, text: str) -> None:
 
 
 async def _run(args: argparse.Namespace, config: Any, vips: list[Any]) -> int:
+    from appliance.ha.link import LinkError
     from appliance.ha.speaker import Speaker
 
     stop = asyncio.Event()
@@ -74,8 +75,9 @@ async def _run(args: argparse.Namespace, config: Any, vips: list[Any]) -> int:
     speaker.set_vips(vips)
     try:
         await speaker.start()
-    except OSError as e:
+    except (OSError, LinkError) as e:
         print(f"appliance ha: {e}", file=sys.stderr)
+        await speaker.stop()
         return 1
     try:
         while not stop.is_set():

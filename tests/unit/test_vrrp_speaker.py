@@ -135,3 +135,15 @@ def test_plan_vips_group_by_instance_pools() -> None:
             i.family == family and (not i.pools or v.pool in i.pools) for i in config.ha.instances
         )
         assert (v.address in grouped) == owned, (v, pools)
+
+
+def test_missing_interface_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m").mkdir()
+    path = tmp_path / "appliance.yaml"
+    text = CONFIG.format(manifests=tmp_path / "m").replace(
+        "interface: eth0", "interface: aha-none0"
+    )
+    path.write_text(text)
+    assert command.main(["--config", str(path), "--vip", "198.18.20.100"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["appliance ha: interface aha-none0: not found"]
