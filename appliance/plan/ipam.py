@@ -7,7 +7,8 @@ is while it is valid:
    addresses (`appliance.io/load-balancer-ips`, `spec.loadBalancerIP`) and the addresses the
    Service already holds (its status, or the previous plan). A requested address in use
    by an older Service is a problem for the younger one; a held address that became
-   invalid is dropped and the family is re-allocated below.
+   invalid is dropped and the family is re-allocated below. A requested address is never
+   auto-assigned to another Service, even while its request fails for another reason.
 2. Auto-assignment, oldest first, for the families still missing: with a sharing key an
    address already used by compatible Services first, else the lowest free address of the
    first pool that has one. Claimed addresses are never handed out here, so a Service
@@ -139,6 +140,7 @@ class _Allocator:
         self.by_name = {p.name: p for p in config.pools}
         self.used: dict[str, list[_Holder]] = {}  # address -> holders
         self.shared: dict[str, list[str]] = {}  # sharing key -> addresses, in order of use
+        self.reserved: set[str] = set()  # requested addresses: never auto-assigned to others
         self.problems: list[Problem] = []
         self.result: dict[str, dict[Family, tuple[str, str]]] = {}  # key -> family -> (ip, pool)
         # Without restricted pools every Service without a pool annotation sees the same list.
@@ -187,6 +189,12 @@ class _Allocator:
         return None
 
     def claim_requested(self, svc: Service, holder: _Holder, asked: list[str]) -> None:
+        """All of the requested addresses, or none and a problem.
+
+        What is wrong with the request itself is said before any clash with other Services,
+        and a well-formed request reserves its addresses from auto-assignment even when it
+        fails: the reason and the allocation then do not depend on the order things happened.
+        """
         families, required = wanted_families(svc, self.config.cluster.default_ip_family)
         picked: dict[Family, tuple[str, Pool]] = {}
         named = svc.annotations.get(ANN_ADDRESS_POOL)
@@ -216,17 +224,18 @@ class _Allocator:
                     "this namespace or these labels",
                 )
                 return
-            why = _sharing_conflict(holder, self.used.get(str(ip), ()))
-            if why:
-                self.problem(svc, f"requested address {ip} is {why}")
-                return
             picked[fam] = (str(ip), pool)
         if svc.ip_families and required and set(picked) != set(families):
             missing = ", ".join(f for f in families if f not in picked)
-            self.problem(
-                svc, f"{svc.ip_family_policy or 'SingleStack'}: no {missing} address requested"
-            )
+            policy = svc.ip_family_policy or "SingleStack"
+            self.problem(svc, f"{policy}: no {missing} address requested")
             return
+        self.reserved.update(ip_text for ip_text, _ in picked.values())
+        for ip_text, _ in picked.values():
+            why = _sharing_conflict(holder, self.used.get(ip_text, ()))
+            if why:
+                self.problem(svc, f"requested address {ip_text} is {why}")
+                return
         for fam, (ip_text, pool) in picked.items():
             self.take(svc, holder, fam, ip_text, pool.name)
 
@@ -258,7 +267,11 @@ class _Allocator:
             n, hi = self.index.cursor[(pool.name, i)], int(last)
             while n <= hi:
                 text = _text(n, version)
-                if text not in self.used and not _buggy(n, version, pool):
+                if (
+                    text not in self.used
+                    and text not in self.reserved
+                    and not _buggy(n, version, pool)
+                ):
                     self.index.cursor[(pool.name, i)] = n
                     return text
                 n += 1

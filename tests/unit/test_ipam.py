@@ -147,6 +147,28 @@ def test_requested_address_held_by_an_older_service_is_refused() -> None:
     ]
 
 
+def test_a_failed_request_still_keeps_its_address_from_auto_assignment() -> None:
+    old = lb("old", age=1, load_balancer_ip="fd00:198:18:100::1", ip_families=("IPv6",))
+    # young asks for .0 and for old's IPv6 address: it gets neither ...
+    young = lb(
+        "young",
+        age=2,
+        annotations={ANN_LOAD_BALANCER_IPS: "198.18.100.0,fd00:198:18:100::1"},
+        ip_families=("IPv4", "IPv6"),
+        ip_family_policy="RequireDualStack",
+    )
+    other = lb("other", age=3)
+    cfg = config(pool("default", "198.18.100.0/29", "fd00:198:18:100::/126"))
+    got, problems = vips(cfg, old, young, other)
+    # ... and .0 is not handed to `other` meanwhile: next time `other` would hold it and
+    # young's reason would change.
+    assert got == {"shop/old": ("fd00:198:18:100::1",), "shop/other": ("198.18.100.1",)}
+    assert problems == [
+        "Service shop/young: requested address fd00:198:18:100::1 is in use by shop/old, "
+        "and sharing needs annotation appliance.io/allow-shared-ip on both"
+    ]
+
+
 def test_requested_address_takes_precedence_over_a_younger_holder() -> None:
     old = lb("old", age=1, load_balancer_ip="198.18.100.2")
     young = lb("young", age=2, status_ingress_ips=("198.18.100.2",))
