@@ -85,6 +85,12 @@ def _read_records(path: str) -> list[Record]:
             raise CommandError(f"--records {path}: item {i}: needs name, rtype and data")
         fields = {k: v for k, v in item.items() if k in RECORD_FIELDS}
         fields.setdefault("ttl", DnsConfig().ttl)
+        for key, value in fields.items():
+            wanted = str if key in ("name", "rtype", "data", "owner") else int
+            if type(value) is not wanted:
+                raise CommandError(
+                    f"--records {path}: item {i}: {key} must be {wanted.__name__}, got {value!r}"
+                )
         out.append(Record(**fields))
     return out
 
@@ -167,7 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(dns, records, args.workers))
     except OSError as e:
-        print(f"appliance dns: {e}", file=sys.stderr)
+        print(f"appliance dns: {e.strerror or e}", file=sys.stderr)
         return EXIT_FAILED
     return 0
 

@@ -71,6 +71,7 @@ class DnsServer:
         # recvmmsg/sendmmsg where the platform has them (None: decide by that)
         self.batched = batch.available() if batched is None else batched and batch.available()
         self._records: frozenset[Record] | None = None
+        self._updating = asyncio.Lock()
         first = zone if zone is not None else build_zone((), config, next_serial(0, time.time()))
         self._responder = Responder(first)
         self._udp: list[socket.socket] = []
@@ -93,12 +94,13 @@ class DnsServer:
         """Serve these records (from plan()); rebuilds only when they changed. The build
         runs in a thread so the event loop keeps going for big zones."""
         wanted = frozenset(records)
-        if wanted == self._records:
-            return self.zone
-        serial = next_serial(self.zone.serial, time.time())
-        zone = await asyncio.to_thread(build_zone, wanted, self.config, serial)
-        self._records = wanted
-        self.set_zone(zone)
+        async with self._updating:  # one build at a time, so serials only grow
+            if wanted == self._records:
+                return self.zone
+            serial = next_serial(self.zone.serial, time.time())
+            zone = await asyncio.to_thread(build_zone, wanted, self.config, serial)
+            self._records = wanted
+            self.set_zone(zone)
         for problem in zone.problems:
             log.warning("dns: %s", problem)
         return zone

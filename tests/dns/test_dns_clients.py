@@ -4,6 +4,7 @@ and a live fuzz after which it still answers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -18,6 +19,8 @@ from pathlib import Path
 import dns.message
 import pytest
 
+from appliance.config_types import DnsConfig
+from appliance.dns.server import DnsServer
 from appliance.model import Record
 from tests.dns.conftest import DNS, cluster_records, needs_tools
 from tests.dns.peers import OurServer, dig, kdig, knotd, our_server
@@ -208,3 +211,26 @@ def test_live_fuzz_every_reply_parses_and_the_server_survives(server: OurServer)
         assert tcp.recv(10) == b""
     status, _ = header(dig(server.port, "web.shop.svc.cluster.local", "A"))
     assert status == "NOERROR"  # still serving
+
+
+def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        server = DnsServer(DnsConfig(listen=(("127.0.0.1", port),)))
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}/udp"):
+            asyncio.run(server.start())
+        records = tmp_path / "records.json"
+        records.write_text("[]")
+        cli = subprocess.run(
+            [*CLI, "serve", "--records", str(records), "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+            timeout=60,
+        )
+    assert cli.returncode == 1
+    assert cli.stderr.strip().splitlines() == [
+        f"appliance dns: cannot listen on 127.0.0.1:{port}/udp: Address already in use"
+    ]
