@@ -248,22 +248,29 @@ def read_back(doc: dict[str, Any]) -> tuple[VirtualService, ...]:
                     set_timeout[item[kind]["name"]] = int(item[kind]["timeout"])
         if "rule" in item:
             rules.setdefault(item["rule"]["chain"], []).append(item["rule"]["expr"])
+    # shared slot maps: (map, vip, port) -> the values of its slots
+    slots: dict[tuple[str, str, int], list[Any]] = {}
+    for name, elements in maps.items():
+        if name.startswith(("dst", "eps")):
+            for key, value in elements:
+                vip, port, _ = key["concat"]
+                slots.setdefault((name, str(vip), int(port)), []).append(value)
     out: list[VirtualService] = []
     for vmap in ("vips4", "vips6"):
         for key, verdict in maps.get(vmap, []):
             vip, proto, port = key["concat"]
-            chain = verdict["goto"]["target"]
             weights: dict[str, int] = {}
             real_port = 0
             scheduler = "rr"
             timeout = 0
-            for expr in rules.get(chain, []):
+            for expr in rules.get(verdict["goto"]["target"], []):
                 for e in expr:
                     lookup = e.get("vmap") or (e.get("dnat") or {}).get("addr", {}).get("map")
                     if not isinstance(lookup, dict):
                         continue
-                    scheduler = "sh" if "jhash" in lookup["key"] else "wrr"
-                    for _, v in maps.get(lookup["data"].lstrip("@"), []):
+                    scheduler = "sh" if "jhash" in json.dumps(lookup["key"]) else "wrr"
+                    name = lookup["data"].lstrip("@")
+                    for v in slots.get((name, str(vip), int(port)), []):
                         if "concat" in v:  # slot -> address . port
                             addr, real_port = v["concat"][0], int(v["concat"][1])
                             weights[addr] = weights.get(addr, 0) + 1
@@ -275,8 +282,8 @@ def read_back(doc: dict[str, Any]) -> tuple[VirtualService, ...]:
                                     real_port = int(x["dnat"].get("port", 0))
                                     weights[addr] = weights.get(addr, 0) + 1
                                 if "set" in x:
-                                    name = x["set"]["set"].lstrip("@")
-                                    timeout = set_timeout.get(name, timeout)
+                                    aff = x["set"]["set"].lstrip("@")
+                                    timeout = set_timeout.get(aff, timeout)
             out.append(
                 VirtualService(
                     vip=str(vip),

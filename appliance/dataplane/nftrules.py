@@ -5,9 +5,10 @@ The layout follows kube-proxy's nftables mode, in one `inet` table of our own:
 - `vips4` / `vips6`: verdict maps `vip . l4proto . port : goto vs-...`, looked up once from
   the `prerouting` nat chain;
 - one chain per virtual service `vs-<proto>-<vip>-<port>`: source ranges, the masquerade
-  mark, then a `numgen` (round robin) or `jhash` (source hashing, fixed seed) slot number
-  looked up in its own map `dst-...` (slot -> NodeIP . NodePort) by the DNAT itself;
-- with ClientIP affinity, kube-proxy's shape instead: the slot map `eps-...` jumps to one
+  mark, then a `numgen` (round robin) or `jhash` (source hashing, fixed seed) slot number;
+  the DNAT looks up VIP . port . slot -> NodeIP . NodePort in a map shared by all services
+  of that family and protocol (`dst4-tcp` ...);
+- with ClientIP affinity, kube-proxy's shape instead: `eps4-tcp` ... maps the slot to one
   chain per real server `ep-...` that records the client in a timeout set and DNATs;
 - `postrouting` masquerades what we marked, so a node whose default route is not this host
   still answers through it.
@@ -57,10 +58,9 @@ class NftChain:
 class Fragment:
     """Everything one virtual service contributes to the table."""
 
-    sets: tuple[NftSet, ...]
+    sets: tuple[NftSet, ...]  # its own (affinity, source ranges)
     chains: tuple[NftChain, ...]
-    vip_map: str  # "vips4" | "vips6"
-    vip_element: str  # "198.18.32.1 . tcp . 80 : goto vs-..."
+    shared: tuple[tuple[str, str], ...]  # (shared map, element): "vips4", "dst4-tcp" ...
     warnings: tuple[str, ...] = ()
 
 
@@ -149,6 +149,10 @@ def fragment(vs: VirtualService, seed: int = DEFAULT_SEED) -> Fragment:
     slots = _slots(vs)
     live = sorted({vs.real_servers[i].address for i in slots})
     affinity = vs.persistence_timeout > 0
+    fam = "6" if v6 else "4"
+    shared: list[tuple[str, str]] = [
+        (f"vips{fam}", f"{vs.vip} . {proto} . {vs.port} : goto {chain}")
+    ]
     ep_name = {a: f"ep-{vid}-{ident(a)}" for a in live}
     if affinity:  # kube-proxy's shape: a chain per endpoint records the client, then DNATs
         for address in live:
@@ -177,48 +181,43 @@ def fragment(vs: VirtualService, seed: int = DEFAULT_SEED) -> Fragment:
                 f"{vs.service} {vid}: unknown scheduler {vs.scheduler!r}; using round robin"
             )
         pick = f"numgen inc mod {len(slots)}"
-    # Map keys are plain 32-bit integers; nft only names such a type through an expression.
-    # "mod 1" is fixed on purpose: the real modulus lives in the rule, so a change in the
-    # number of slots never changes a map's declaration.
+    # The slot is looked up in a map shared by every service of this family and protocol,
+    # keyed by VIP . port . slot: a few big maps load and update far faster than one small
+    # map per service (nft fetches every set's definition before any change).
+    lookup = f"{ipf} daddr . {proto} dport . {pick}"
     if not slots:
         rules.append("drop")  # no endpoints: refuse rather than fall through to the host
     elif affinity:
-        eps = f"eps-{vid}"
-        elements = tuple(
-            f"{n} : goto {ep_name[vs.real_servers[i].address]}" for n, i in enumerate(slots)
-        )
-        sets.append(NftSet(eps, "map", "typeof numgen inc mod 1 : verdict;", elements))
-        rules.append(f"{pick} vmap @{eps}")
+        eps = f"eps{fam}-{proto}"
+        for n, i in enumerate(slots):
+            target = ep_name[vs.real_servers[i].address]
+            shared.append((eps, f"{vs.vip} . {vs.port} . {n} : goto {target}"))
+        rules.append(f"{lookup} vmap @{eps}")
     else:
-        # No affinity: the slot maps straight to address . port, no chain per endpoint.
-        # Fewer objects is what keeps nft's cache (and so every transaction) fast.
-        dst = f"dst-{vid}"
-        elements = tuple(
-            f"{n} : {vs.real_servers[i].address} . {vs.real_port}" for n, i in enumerate(slots)
-        )
-        # `{proto} dport`, not `th dport`: nft 1.0.6 cannot add a rule that uses a map it
-        # reads back from the kernel with `th` in its typeof ("conflicting protocols").
-        decl = f"typeof numgen inc mod 1 : {ipf} daddr . {proto} dport;"
-        sets.append(NftSet(dst, "map", decl, elements))
-        rules.append(f"meta l4proto {proto} dnat {ipf} addr . port to {pick} map @{dst}")
+        dst = f"dst{fam}-{proto}"
+        for n, i in enumerate(slots):
+            address = vs.real_servers[i].address
+            shared.append((dst, f"{vs.vip} . {vs.port} . {n} : {address} . {vs.real_port}"))
+        rules.append(f"meta l4proto {proto} dnat {ipf} addr . port to {lookup} map @{dst}")
     chains.append(NftChain(chain, tuple(rules)))
-    vip_map = "vips6" if v6 else "vips4"
-    return Fragment(
-        tuple(sets),
-        tuple(chains),
-        vip_map,
-        f"{vs.vip} . {proto} . {vs.port} : goto {chain}",
-        tuple(warnings),
-    )
+    return Fragment(tuple(sets), tuple(chains), tuple(shared), tuple(warnings))
 
 
 def base_objects() -> tuple[tuple[NftSet, ...], tuple[NftChain, ...]]:
-    """The fixed skeleton: VIP maps and the three hooked chains."""
+    """The fixed skeleton: the shared maps and the three hooked chains."""
     key = "inet_proto . inet_service : verdict;"
-    sets = (
+    sets: list[NftSet] = [
         NftSet("vips4", "map", f"type ipv4_addr . {key}"),
         NftSet("vips6", "map", f"type ipv6_addr . {key}"),
-    )
+    ]
+    # `{proto} dport`, not `th dport`: nft 1.0.6 cannot add a rule that uses a map it
+    # reads back from the kernel with `th` in its typeof ("conflicting protocols").
+    # "mod 1" is fixed on purpose: the real modulus lives in each service's rule.
+    for fam, ipf in (("4", "ip"), ("6", "ip6")):
+        for proto in ("tcp", "udp", "sctp"):
+            k = f"typeof {ipf} daddr . {proto} dport . numgen inc mod 1"
+            sets.append(NftSet(f"dst{fam}-{proto}", "map", f"{k} : {ipf} daddr . {proto} dport;"))
+            sets.append(NftSet(f"eps{fam}-{proto}", "map", f"{k} : verdict;"))
     chains = (
         NftChain(
             "prerouting",
@@ -243,7 +242,7 @@ def base_objects() -> tuple[tuple[NftSet, ...], tuple[NftChain, ...]]:
             "type nat hook postrouting priority srcnat; policy accept;",
         ),
     )
-    return sets, chains
+    return tuple(sets), chains
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,16 +258,17 @@ def build(fragments: Iterable[Fragment]) -> Ruleset:
     base_sets, base_chains = base_objects()
     sets = {s.name: s for s in base_sets}
     chains: dict[str, NftChain] = {}
-    vip_elements: dict[str, list[str]] = {"vips4": [], "vips6": []}
+    shared: dict[str, list[str]] = {s.name: [] for s in base_sets}
     warnings: list[str] = []
     for f in fragments:
         for s in f.sets:
             sets[s.name] = s
         for c in f.chains:
             chains[c.name] = c
-        vip_elements[f.vip_map].append(f.vip_element)
+        for name, element in f.shared:
+            shared[name].append(element)
         warnings.extend(f.warnings)
-    for name, elements in vip_elements.items():
+    for name, elements in shared.items():
         sets[name] = NftSet(name, "map", sets[name].decl, tuple(elements))
     for c in base_chains:
         chains[c.name] = c

@@ -64,6 +64,8 @@ def test_weights(lab: Lab, backend: NftablesBackend) -> None:
 
 def test_client_ip_affinity_until_timeout(lab: Lab, backend: NftablesBackend) -> None:
     apply(backend, web(persistence_timeout=3))
+    (back,) = asyncio.run(backend.current())  # read back from the kernel
+    assert back.persistence_timeout == 3 and len(back.real_servers) == 3, back
     for client in CLIENTS:
         got = lab.spread(VIP, 80, 8, src=client)
         assert len(got) == 1, f"{client} moved between nodes: {got}"
