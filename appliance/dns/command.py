@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import signal
 import sys
@@ -19,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from appliance.cluster.files import FilesSource
 from appliance.config import ConfigError, load_config
 from appliance.config_types import DnsConfig
 from appliance.dns.server import DnsServer, next_serial
@@ -106,12 +106,10 @@ def _inputs(args: argparse.Namespace) -> tuple[DnsConfig, list[Record]]:
             raise CommandError(f"bad config {args.dns_config}: " + "; ".join(e.errors)) from e
         dns = config.dns
         if not args.records:
-            # lazily: the manifests reader is not needed to serve a records file
-            files = importlib.import_module("appliance.cluster.files")
             folder = args.manifests or config.cluster.manifests
             if folder is None:
                 raise CommandError("the config reads the Kubernetes API: pass --manifests DIR")
-            records = list(plan(files.FilesSource(Path(folder)).load(), config).records)
+            records = list(plan(FilesSource(Path(folder)).load(), config).records)
     elif not args.records:
         raise CommandError("give --config FILE or --records FILE")
     if args.records:

@@ -234,3 +234,31 @@ def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
     assert cli.stderr.strip().splitlines() == [
         f"appliance dns: cannot listen on 127.0.0.1:{port}/udp: Address already in use"
     ]
+
+
+def test_cli_plans_the_example_cluster_into_a_zonefile(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*CLI, "zonefile", "--config", "examples/appliance.yaml", "cluster.local"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["$ORIGIN cluster.local.", "$TTL 5"]
+    assert any(" IN SOA ns.cluster.local. hostmaster.cluster.local. " in x for x in lines)
+    assert any(".svc.cluster.local. 5 IN A 198.18." in x for x in lines)  # planned Services
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dns:\n  ttl: -1\n")
+    out = subprocess.run(
+        [*CLI, "zonefile", "--config", str(bad), "cluster.local"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "dns.ttl" in out.stderr
