@@ -92,6 +92,15 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--manifests", "-m", help="a folder of manifests (default: the config's)")
     pl.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     pl.set_defaults(func=cmd_plan)
+
+    # Each part registers its own subcommand; imported lazily so `plan` starts fast.
+    from appliance.dataplane.command import register as register_dataplane
+    from appliance.dns.command import register as register_dns
+    from appliance.ha.command import register as register_ha
+
+    register_dataplane(sub)
+    register_ha(sub)
+    register_dns(sub)
     return p
 
 

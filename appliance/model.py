@@ -172,7 +172,8 @@ class Refusal:
 
     @property
     def ref(self) -> str:
-        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        name = self.name or "(no name)"
+        where = f"{self.namespace}/{name}" if self.namespace else name
         return f"{self.kind} {where}"
 
     def __str__(self) -> str:

@@ -1041,7 +1041,7 @@ def test_example_folder() -> None:
         "shop.k8s.example.com",
         "api.k8s.example.com",
     )
-    assert state.ingresses["shop/storefront"].status_ips == ("198.18.100.1",)
+    assert state.ingresses["shop/storefront"].status_ips == ("198.18.100.0",)
     assert len(state.endpoint_slices) == 9
     assert state.endpoint_slices["shop/legacy"][0].legacy
     assert not any(s.legacy for s in state.endpoint_slices["shop/web"])
@@ -1054,6 +1054,7 @@ def test_example_folder() -> None:
         (("198.18.64.70",), "node-2"),
     ]
 
+    assert state.services["shop/web-lb"].status_ingress_ips == ("198.18.100.0",)
     echo = state.services["shop/echo"]
     assert echo.external_traffic_policy == "Local" and echo.health_check_node_port == 32001
     assert (echo.session_affinity, echo.session_affinity_timeout) == ("ClientIP", 600)
@@ -1076,7 +1077,7 @@ def test_example_folder() -> None:
         " (bad.yaml#2)",
         "Service shop/no-ports: spec.ports: a LoadBalancer Service needs at least one port"
         " (bad.yaml#3)",
-        "Service shop/: metadata.name: required (bad.yaml#4)",
+        "Service shop/(no name): metadata.name: required (bad.yaml#4)",
         "File broken.yaml: YAML syntax error at line 21, column 3:"
         " did not find expected ',' or ']' (broken.yaml:21)",
         "Service shop/web: duplicate: already defined in shop.yaml#5 (bad.yaml#5)",
