@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import dns.message
+import dns.rcode
 import pytest
 
 from appliance.config_types import DnsConfig
@@ -262,3 +263,28 @@ def test_cli_plans_the_example_cluster_into_a_zonefile(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and "dns.ttl" in out.stderr
+
+
+def test_tcp_pipelined_queries_on_one_connection(server: OurServer) -> None:
+    names = ["web.shop.svc.cluster.local", "big.shop.svc.cluster.local", "nope.cluster.local"]
+    wires = [dns.message.make_query(n, "A", id=i + 1).to_wire() for i, n in enumerate(names)]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as tcp:
+        tcp.sendall(b"".join(struct.pack(">H", len(w)) + w for w in wires))  # all at once
+        stream = tcp.makefile("rb")
+        replies = []
+        for _ in wires:
+            (length,) = struct.unpack(">H", stream.read(2))
+            replies.append(dns.message.from_wire(stream.read(length)))
+    assert [m.id for m in replies] == [1, 2, 3]
+    assert [sum(len(r) for r in m.answer) for m in replies] == [1, 200, 0]
+    assert replies[2].rcode() == dns.rcode.NXDOMAIN
+
+
+def test_stop_closes_idle_tcp_clients_at_once() -> None:
+    s = OurServer(DNS, cluster_records())
+    tcp = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    try:
+        s.close()  # must not wait the 10 s idle timeout
+        assert tcp.recv(10) == b""
+    finally:
+        tcp.close()
