@@ -51,6 +51,7 @@ class DnsStats:
     tcp: int
     problems: tuple[str, ...]
     outside: int
+    listening: tuple[str, ...] = ()  # "host:port", UDP and TCP each
 
 
 def next_serial(previous: int, now: float) -> int:
@@ -124,6 +125,7 @@ class DnsServer:
             tcp=tcp,
             problems=zone.problems,
             outside=zone.outside,
+            listening=tuple(f"{h}:{p}" for h, p in self.addresses),
         )
 
     # --- sockets ---------------------------------------------------------------------
@@ -210,14 +212,17 @@ class DnsServer:
 
     def _udp_loop(self, sock: socket.socket, counts: list[int]) -> None:
         if self.batched:
-            batch.serve(
-                sock,
-                self._answer_udp,
-                lambda: self._responder.replies,
-                counts,
-                lambda: self._stopping,
-            )
-            return
+            try:
+                batch.serve(
+                    sock,
+                    self._answer_udp,
+                    lambda: self._responder.replies,
+                    counts,
+                    lambda: self._stopping,
+                )
+                return
+            except Exception:  # keep answering, the slower way, rather than go silent
+                log.exception("dns: batched UDP loop failed; continuing with recvfrom")
         recvfrom, sendto, answer = sock.recvfrom, sock.sendto, self._answer_udp
         while not self._stopping:
             try:
@@ -265,8 +270,12 @@ class DnsServer:
         self._stopping = True
         for server in self._tcp:
             server.close()
-        for writer in list(self._tcp_writers):
-            writer.close()  # idle clients would otherwise hold wait_closed() up
+        # Idle clients would otherwise wait out their timeout; a connection accepted just
+        # now has a handler task not yet started: let it run, see _stopping and close.
+        for _ in range(3):
+            for writer in list(self._tcp_writers):
+                writer.close()
+            await asyncio.sleep(0)
         for sock in self._udp:
             # Linux wakes the thread blocked in recvfrom, then says ENOTCONN for UDP
             with contextlib.suppress(OSError):

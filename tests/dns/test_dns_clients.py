@@ -284,7 +284,12 @@ def test_stop_closes_idle_tcp_clients_at_once() -> None:
     s = OurServer(DNS, cluster_records())
     tcp = socket.create_connection(("127.0.0.1", s.port), timeout=5)
     try:
+        wire = dns.message.make_query("web.shop.svc.cluster.local", "A").to_wire()
+        tcp.sendall(struct.pack(">H", len(wire)) + wire)
+        stream = tcp.makefile("rb")
+        (length,) = struct.unpack(">H", stream.read(2))
+        assert dns.message.from_wire(stream.read(length)).answer  # answered: now idle
         s.close()  # must not wait the 10 s idle timeout
-        assert tcp.recv(10) == b""
+        assert stream.read(1) == b""
     finally:
         tcp.close()
