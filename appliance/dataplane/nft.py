@@ -51,6 +51,7 @@ class _Applied:
     fragments: dict[Key, Fragment] = field(default_factory=dict)
     digests: dict[Key, int] = field(default_factory=dict)
     total: int = 0  # the sum of the digests, which the marker shows
+    lb_chains: set[str] = field(default_factory=set)  # shared chains in the kernel
     marker: str | None = None
 
 
@@ -135,7 +136,7 @@ class NftablesBackend:
         if old is None:
             touched = list(wanted)
             frags = {k: fragment(vs, self.seed) for k, vs in wanted.items()}
-            digests = {k: digest(vs, self.seed) for k, vs in wanted.items()}
+            digests = {k: digest(f) for k, f in frags.items()}
             total = sum(digests.values())
         else:
             get = old.services.get
@@ -149,7 +150,7 @@ class NftablesBackend:
                 vs = wanted.get(k)
                 if vs is not None:
                     frags[k] = fragment(vs, self.seed)
-                    digests[k] = digest(vs, self.seed)
+                    digests[k] = digest(frags[k])
                     total += digests[k]
         marker = marker_of(total)
         added: list[str] = []
@@ -168,7 +169,7 @@ class NftablesBackend:
             before = build(old.fragments[k] for k in touched if k in old.fragments)
             after = build(frags[k] for k in touched if k in frags)
             warnings = after.warnings
-            delta = diff(before, after, self.table)
+            delta = diff(before, after, self.table, old.lb_chains)
             if delta.needs_full:
                 await self._load_full(wanted, frags, marker)
                 full = True
@@ -187,7 +188,13 @@ class NftablesBackend:
                     changed.append(vs_label(n))
                     keep = {rs.address for rs in n.real_servers if rs.weight > 0}
                     stale.extend((o, rs.address) for rs in o.real_servers if rs.address not in keep)
-        self._applied = _Applied(dict(wanted), frags, digests, total, marker)
+        if old is None or full:
+            lb = {c.name for f in frags.values() for c in f.chains if c.shared}
+        else:
+            lb = old.lb_chains | {
+                c.name for k in touched if k in frags for c in frags[k].chains if c.shared
+            }
+        self._applied = _Applied(dict(wanted), frags, digests, total, lb, marker)
         warn = list(warnings)
         for vs, address in stale:
             if vs.protocol == "UDP":
@@ -273,7 +280,8 @@ def read_back(doc: dict[str, Any]) -> tuple[VirtualService, ...]:
             real_port = 0
             scheduler = "rr"
             timeout = 0
-            for expr in rules.get(verdict["goto"]["target"], []):
+            target = (verdict.get("goto") or {}).get("target", "")  # or drop: no endpoints
+            for expr in rules.get(target, []):
                 for e in expr:
                     lookup = e.get("vmap") or (e.get("dnat") or {}).get("addr", {}).get("map")
                     if not isinstance(lookup, dict):

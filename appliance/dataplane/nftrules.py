@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import reduce
 from math import gcd
@@ -54,6 +54,7 @@ class NftChain:
     name: str
     rules: tuple[str, ...]
     hook: str = ""  # "type nat hook prerouting priority dstnat; policy accept;" for base chains
+    shared: bool = False  # used by many services; its rules follow from its name
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +204,21 @@ def fragment(vs: VirtualService, seed: int = DEFAULT_SEED) -> Fragment:
         for n, i in enumerate(slots):
             address = vs.real_servers[i].address
             shared.append((dst, f"{vs.vip} . {vs.port} . {n} : {address} . {vs.real_port}"))
-        rules.append(f"meta l4proto {proto} dnat {ipf} addr . port to {lookup} map @{dst}")
+        dnat = f"meta l4proto {proto} dnat {ipf} addr . port to {lookup} map @{dst}"
+        if vs.source_ranges is None:
+            # Nothing of its own to check: jump straight to the chain shared by every such
+            # service of this bucket, scheduler and slot count. 20,000 services then need
+            # a few hundred chains, not 20,000 (nft lists every chain before any change).
+            # Those services share the numgen counter: each still gets an even spread.
+            tag = ("hd" if vs.scheduler == "dh" else "hs") if vs.scheduler in HASHING else "n"
+            lb = f"lb{bucket}-{tag}{len(slots)}"
+            chains.append(NftChain(lb, (rules[-1], dnat), shared=True))
+            shared[0] = (f"vips{fam}", f"{vs.vip} . {proto} . {vs.port} : goto {lb}")
+            return Fragment(tuple(sets), tuple(chains), tuple(shared), tuple(warnings))
+        rules.append(dnat)
+    if not slots and vs.source_ranges is None:
+        shared[0] = (f"vips{fam}", f"{vs.vip} . {proto} . {vs.port} : drop")
+        return Fragment(tuple(sets), tuple(chains), tuple(shared), tuple(warnings))
     chains.append(NftChain(chain, tuple(rules)))
     return Fragment(tuple(sets), tuple(chains), tuple(shared), tuple(warnings))
 
@@ -321,9 +336,17 @@ def render_full(ruleset: Ruleset, table: str, marker: str = "") -> str:
 FORMAT = "v1"  # bump when the generated layout changes: old markers then never match
 
 
-def digest(vs: VirtualService, seed: int) -> int:
-    """A stable fingerprint of one service's program (repr of a frozen value is stable)."""
-    return int.from_bytes(hashlib.sha256(f"{FORMAT}{seed}{vs!r}".encode()).digest()[:16])
+def digest(f: Fragment) -> int:
+    """A stable fingerprint of one service's program: the text it puts in the table."""
+    parts = [FORMAT]
+    for s in f.sets:
+        parts.extend((s.name, s.kind, s.decl, *s.elements))
+    for c in f.chains:
+        parts.extend((c.name, c.hook, *c.rules))
+    for name, element in f.shared:
+        parts.extend((name, element))
+    h = hashlib.blake2b("\0".join(parts).encode(), digest_size=16)
+    return int.from_bytes(h.digest())
 
 
 def marker_of(total: int) -> str:
@@ -349,12 +372,14 @@ class Delta:
     needs_full: bool  # a set declaration changed: only a reload expresses that
 
 
-def diff(old: Ruleset, new: Ruleset, table: str) -> Delta:
+def diff(old: Ruleset, new: Ruleset, table: str, present: Collection[str] = frozenset()) -> Delta:
     """Commands that turn `old` into `new`, in an order the kernel accepts in one
     transaction: create, rewrite, update elements, then delete what nothing references.
 
     Callers pass rulesets built from the changed services only (names are per service),
-    so a one-service change costs one service, not a walk of 200,000 objects.
+    so a one-service change costs one service, not a walk of 200,000 objects. Shared
+    chains are created when missing from `present` and never deleted here (others may
+    still jump to them; a full load drops the unused ones).
     """
     names = set(old.sets) | set(new.sets)
     chain_names = set(old.chains) | set(new.chains)
@@ -385,6 +410,11 @@ def diff(old: Ruleset, new: Ruleset, table: str) -> Delta:
         elem_add.extend(_element_cmd("add", table, name, came))
     for name in sorted(chain_names):
         oc, nc = old.chains.get(name), new.chains.get(name)
+        if (oc is not None and oc.shared) or (nc is not None and nc.shared):
+            if nc is not None and oc is None and name not in present:
+                add_decl.append(f"add chain inet {table} {name}")
+                rewrite.extend(f"add rule inet {table} {name} {r}" for r in nc.rules)
+            continue
         if oc == nc:
             continue
         if nc is None:
