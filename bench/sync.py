@@ -116,6 +116,12 @@ def bench_ipvs_inside(services: int) -> str:
     state = desired(services)
     sh("modprobe", "ip_vs")
     sh("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.vs.conntrack=1")
+    sh(
+        "sysctl",
+        "-qw",
+        "net.ipv4.vs.expire_nodest_conn=1",
+        "net.ipv4.vs.expire_quiescent_template=1",
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".ipvs") as f:
         f.write(restore_script(state.virtual_services))
         f.flush()

@@ -10,8 +10,15 @@ FORWARDING: dict[str, tuple[str, ...]] = {
     "IPv4": ("net.ipv4.ip_forward",),
     "IPv6": ("net.ipv6.conf.all.forwarding",),
 }
-# IPVS NAT with masquerade on the reply path needs conntrack to follow IPVS's rewrite.
-IPVS = ("net.ipv4.vs.conntrack",)
+# IPVS NAT with masquerade on the reply path needs conntrack to follow IPVS's rewrite;
+# the other two are kube-proxy's: packets of a connection whose real server was deleted
+# (a finished drain, or UDP) are expired instead of silently dropped until timeout, and
+# persistence templates pointing at a weight-0 (draining) server expire too.
+IPVS = (
+    "net.ipv4.vs.conntrack",
+    "net.ipv4.vs.expire_nodest_conn",
+    "net.ipv4.vs.expire_quiescent_template",
+)
 
 
 def _path(name: str) -> str:

@@ -55,7 +55,8 @@ def lab() -> Iterator[Lab]:
     lab = Lab()
     try:
         lab.up()
-        in_ns(LB, "sysctl", "-qw", "net.ipv4.vs.conntrack=1")
+        for name in ("conntrack", "expire_nodest_conn", "expire_quiescent_template"):
+            in_ns(LB, "sysctl", "-qw", f"net.ipv4.vs.{name}=1")
         yield lab
     finally:
         lab.down()
