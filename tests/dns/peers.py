@@ -41,12 +41,16 @@ class OurServer:
     """A DnsServer on an event loop of its own, so tests can stay synchronous."""
 
     def __init__(
-        self, config: DnsConfig, records: Iterable[Record], batched: bool | None = None
+        self,
+        config: DnsConfig,
+        records: Iterable[Record],
+        batched: bool | None = None,
+        workers: int = 1,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = DnsServer(config, batched=batched)
+        self.server = DnsServer(config, workers=workers, batched=batched)
         self.call(self.server.start())
         self.call(self.server.update(records))
         self.port = self.server.addresses[0][1]

@@ -293,3 +293,20 @@ def test_stop_closes_idle_tcp_clients_at_once() -> None:
         assert stream.read(1) == b""
     finally:
         tcp.close()
+
+
+def test_two_udp_workers_share_the_port() -> None:
+    records = [Record("web.shop.svc.cluster.local", "A", "198.18.0.1", 5)]
+    loop_server = OurServer(DNS, records, workers=2)
+    try:
+        assert len(loop_server.server._udp) == 2  # two sockets, SO_REUSEPORT
+        wire = dns.message.make_query("web.shop.svc.cluster.local", "A").to_wire()
+        for _ in range(20):  # a new source port each time: the kernel spreads them
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                c.settimeout(5)
+                c.sendto(wire, ("127.0.0.1", loop_server.port))
+                assert dns.message.from_wire(c.recv(4096)).answer
+        per_socket = [sum(counts) for counts in loop_server.server._udp_counts]
+        assert sum(per_socket) == 20 == loop_server.server.stats().udp
+    finally:
+        loop_server.close()
