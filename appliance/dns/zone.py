@@ -127,6 +127,8 @@ def make_answer(
     for rr in additional:
         rr.pack(buf)
     data = bytes(buf.data)
+    body = data[start:]
+    trimmed = data[start:middle] if additional else body  # one copy when they are equal
     flags = 0x84 if authoritative else 0x80  # QR, AA
     an, ns, ar = len(answer), len(authority), len(additional)
     heads, edns_heads = _heads(flags, rcode, an, ns, ar)
@@ -134,10 +136,10 @@ def make_answer(
     tc_heads, tc_edns_heads = _heads(flags | 0x02, rcode, 0, 0, 0)
     return Answer(
         rcode=rcode,
-        body=data[start:],
+        body=body,
         heads=heads,
         edns_heads=edns_heads,
-        trimmed_body=data[start:middle],
+        trimmed_body=trimmed,
         trimmed_heads=t_heads,
         trimmed_edns_heads=t_edns_heads,
         tc_heads=tc_heads,
