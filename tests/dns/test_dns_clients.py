@@ -310,3 +310,25 @@ def test_two_udp_workers_share_the_port() -> None:
         assert sum(per_socket) == 20 == loop_server.server.stats().udp
     finally:
         loop_server.close()
+
+
+def test_ipv6_listen_answers_over_udp_and_tcp() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6 sockets")
+    cfg = DnsConfig(zones=("cluster.local",), listen=(("127.0.0.1", 0), ("::1", 0)))
+    records = [Record("web.shop.svc.cluster.local", "AAAA", "fd00:198:18::1", 5)]
+    s = OurServer(cfg, records)
+    try:
+        (_, port6) = s.server.addresses[1]
+        for options in ((), ("+tcp",)):
+            question = ["web.shop.svc.cluster.local", "AAAA", *options]
+            out = subprocess.run(
+                ["dig", "-p", str(port6), "@::1", "+norec", "+time=2", *question],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout
+            assert answers(out) == ["web.shop.svc.cluster.local. 5 IN AAAA fd00:198:18::1"]
+    finally:
+        s.close()
