@@ -2,7 +2,8 @@
 
 It touches only services whose VIP lies in our pools. Edits use "set" (pyroute2's
 "update" sends a delete) and always pass fwd_method (pyroute2's default is direct
-routing). A real server that leaves is drained: weight 0 first, deleted once it has no
+routing); the bytes are ours (ipvsnl.py, checked against pyroute2's), sent pipelined.
+A real server that leaves is drained: weight 0 first, deleted once it has no
 active connections or after `drain_timeout`; call `apply()` again (the daemon does, on
 its loop) to finish drains.
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.config_types import DataplaneConfig
-from appliance.dataplane import conntrack, sysctl
+from appliance.dataplane import conntrack, ipvsnl, sysctl
 from appliance.dataplane.base import (
     ApplyReport,
     DataplaneError,
@@ -81,7 +82,8 @@ class IpvsBackend:
         self.check_sysctls = check_sysctls
         self.clock = clock
         self._pool = ThreadPoolExecutor(1, "ipvs", initializer=self._enter, initargs=(netns,))
-        self._sock: Any = None
+        self._sock: Any = None  # pyroute2, for dumps
+        self._nl: ipvsnl.IpvsLink | None = None  # ours, for changes
         self._kernel: dict[Key, KernelService] | None = None
         self._last: dict[Key, VirtualService] | None = None  # what the last pass made true
         self._owned: dict[str, bool] = {}
@@ -130,16 +132,6 @@ class IpvsBackend:
             netmask="128.0.0.0" if six else "255.255.255.255",
         )
 
-    def _dest_msg(self, dest: IpvsDest) -> Any:
-        from pyroute2 import IPVSDest  # type: ignore[import-untyped,unused-ignore]
-
-        return IPVSDest(
-            addr=dest.address,
-            port=dest.port,
-            weight=dest.weight,
-            fwd_method=FWD_METHOD[dest.fwd],
-        )
-
     def _read(self) -> dict[Key, KernelService]:
         """Every IPVS service with a VIP in our pools, with its destinations."""
         ipvs = self._ipvs()
@@ -179,17 +171,20 @@ class IpvsBackend:
     def _sync(self, wanted: dict[Key, VirtualService]) -> dict[str, list[str]]:
         """One pass of the difference; runs on the worker thread. Only services that
         changed since the last pass (or still drain) are looked at: the kernel is read
-        once, at the first pass, then our record of it is kept in step."""
-        ipvs = self._ipvs()
+        once, at the first pass, then our record of it is kept in step. Changes go out
+        in pipelined batches (ipvsnl); any refusal makes the next pass re-read."""
         if self._kernel is None or self._last is None:
             self._kernel = self._read()
             keys = set(wanted) | set(self._kernel)
         else:
             last = self._last
-            keys = {k for k in wanted.keys() | last.keys() if last.get(k) != wanted.get(k)}
+            get = last.get
+            keys = {k for k, vs in wanted.items() if (o := get(k)) is not vs and o != vs}
+            keys.update(last.keys() - wanted.keys())
             keys.update(k for k, _ in self._draining)
         kernel = self._kernel
         now = self.clock()
+        ops: list[ipvsnl.Op] = []
         did: dict[str, list[str]] = {
             "added": [],
             "changed": [],
@@ -205,31 +200,30 @@ class IpvsBackend:
             svc, dests = entries(vs)
             ks = kernel.get(key)
             if ks is None:
-                ipvs.service("add", service=self._svc_msg(svc))
+                ops.append(ipvsnl.add_service(svc))
                 ks = kernel[key] = KernelService(svc)
                 did["added"].append(vs_label(vs))
-                did["calls"].append("")
             elif ks.svc != svc:
-                ipvs.service("set", service=self._svc_msg(svc))
+                ops.append(ipvsnl.set_service(svc))
                 ks.svc = svc
                 did["changed"].append(vs_label(vs))
-                did["calls"].append("")
             touched = False
             for addr, dest in dests.items():
                 have = ks.dests.get(addr)
-                if have == dest:
-                    self._draining.pop((key, addr), None)
-                    continue
-                verb = "add" if have is None else "set"
-                ipvs.dest(verb, service=self._svc_msg(svc), dest=self._dest_msg(dest))
-                ks.dests[addr] = dest
                 self._draining.pop((key, addr), None)
+                if have == dest:
+                    continue
+                if have is None:
+                    ops.append(ipvsnl.add_dest(svc, dest))
+                elif have.port != dest.port:  # the port is part of the key: replace
+                    ops.append(ipvsnl.del_dest(svc, have))
+                    ops.append(ipvsnl.add_dest(svc, dest))
+                else:
+                    ops.append(ipvsnl.set_dest(svc, dest))
+                ks.dests[addr] = dest
                 touched = True
-                did["calls"].append("")
             leaving = [a for a in ks.dests if a not in dests]
-            if leaving and any(
-                ks.dests[a].weight == 0 and (key, a) in self._draining for a in leaving
-            ):
+            if any(ks.dests[a].weight == 0 and (key, a) in self._draining for a in leaving):
                 self._read_dests(ks)  # fresh ActiveConns for the drain decision
                 did["calls"].append("")
             for addr in leaving:
@@ -238,22 +232,17 @@ class IpvsBackend:
                 deadline = self._draining.get((key, addr))
                 if have.weight != 0 or deadline is None:
                     if have.weight != 0:
-                        ipvs.dest(
-                            "set",
-                            service=self._svc_msg(ks.svc),
-                            dest=self._dest_msg(IpvsDest(have.address, have.port, 0, have.fwd)),
-                        )
-                        ks.dests[addr] = IpvsDest(have.address, have.port, 0, have.fwd)
-                        did["calls"].append("")
+                        drained = IpvsDest(have.address, have.port, 0, have.fwd)
+                        ops.append(ipvsnl.set_dest(ks.svc, drained))
+                        ks.dests[addr] = drained
                     self._draining[(key, addr)] = now + self.config.drain_timeout
                     did["draining"].append(label)
                     touched = True
                 elif ks.active.get(addr, 0) == 0 or now >= deadline:
-                    ipvs.dest("del", service=self._svc_msg(ks.svc), dest=self._dest_msg(have))
+                    ops.append(ipvsnl.del_dest(ks.svc, have))
                     del ks.dests[addr]
                     self._draining.pop((key, addr), None)
                     did["gone"].append(f"{vs.protocol}|{vs.vip}|{vs.port}|{addr}")
-                    did["calls"].append("")
                     touched = True
                 else:
                     did["draining"].append(label)
@@ -261,16 +250,28 @@ class IpvsBackend:
                 did["changed"].append(vs_label(vs))
         for key in [k for k in keys if k in kernel and k not in wanted]:
             ks = kernel.pop(key)
-            ipvs.service("del", service=self._svc_msg(ks.svc))
-            did["calls"].append("")
+            ops.append(ipvsnl.del_service(ks.svc))
             vip, port, proto = key
             host = f"[{vip}]" if ":" in vip else vip
             did["removed"].append(f"{proto.lower()} {host}:{port}")
             did["gone"].extend(f"{proto}|{vip}|{port}|{a}" for a in ks.dests)
             for a in ks.dests:
                 self._draining.pop((key, a), None)
+        if ops:
+            failed = self._link().run(ops)
+            did["calls"].extend("" for _ in ops)
+            if failed:
+                raise DataplaneError(ipvsnl.describe(failed))
         self._last = dict(wanted)
         return did
+
+    def _link(self) -> ipvsnl.IpvsLink:
+        if self._nl is None:
+            try:
+                self._nl = ipvsnl.IpvsLink()
+            except OSError as e:
+                raise DataplaneError(f"IPVS netlink unavailable (modprobe ip_vs?): {e}") from e
+        return self._nl
 
     # --- the interface ----------------------------------------------------------------
 
@@ -306,6 +307,7 @@ class IpvsBackend:
         try:
             did = await self._call(self._sync, wanted)
         except DataplaneError:
+            self._kernel = self._last = None  # we no longer know: re-read next time
             raise
         except Exception as e:  # netlink said no: one line, and re-read next time
             self._kernel = self._last = None
@@ -370,6 +372,7 @@ class IpvsBackend:
         return len(self._draining)
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._pool.submit(self._sock.close).result()
+        for sock in (self._sock, self._nl):
+            if sock is not None:
+                self._pool.submit(sock.close).result()
         self._pool.shutdown()
