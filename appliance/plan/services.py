@@ -70,9 +70,7 @@ def _weigh(servers: tuple[RealServer, ...], down: frozenset[str]) -> tuple[RealS
     return tuple(RealServer(rs.node, rs.address, 0) if rs.node in down else rs for rs in servers)
 
 
-def local_weights(
-    slices: Iterable[EndpointSlice], family: Family
-) -> dict[str, dict[str, int]]:
+def local_weights(slices: Iterable[EndpointSlice], family: Family) -> dict[str, dict[str, int]]:
     """Port name -> node -> ready endpoints there; 0 for nodes with only terminating ones.
 
     A slice's endpoints count for the ports the slice lists (kube-proxy matches service
