@@ -9,11 +9,17 @@ File timestamps tick coarsely (a kernel jiffy), so two writes of the same size w
 one tick look alike. Like git's "racily clean" index entries, a file read less than
 RACY_NS after its mtime is read again on the next poll; re-reading an unchanged file
 gives the same objects, so this costs a parse, never a spurious snapshot.
+
+A bad edit never takes down what was working: when a file that was read before becomes
+unreadable or stops being valid YAML, its last good objects stay in force; when one object
+of a file becomes invalid, its last good version stays. Both are refusals that say so,
+until the file is fixed or removed. (Removing a file or an object does remove it.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import stat
 import time
@@ -158,26 +164,59 @@ class FilesSource:
         try:
             data = (self.folder / path).read_bytes()
         except OSError as e:
-            return _File(stamp, (), (Refusal("File", "", path, _os_reason(e), path),))
+            return _unusable(stamp, path, _os_reason(e), before)
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            reason = f"not UTF-8 text (byte {e.start})"
-            return _File(stamp, (), (Refusal("File", "", path, reason, path),))
+            return _unusable(stamp, path, f"not UTF-8 text (byte {e.start})", before)
         try:
             objects, refused = parse_text(text, path)
         except Exception as e:  # a bug in our parser must not stop the other files
             reason = f"could not be read ({type(e).__name__}: {e}); please report this"
-            return _File(stamp, (), (Refusal("File", "", path, reason, path),))
-        if before is not None:
-            objects = _reuse(objects, before.objects)
-        return _File(stamp, tuple(objects), tuple(refused), racy)
+            return _unusable(stamp, path, reason, before)
+        if before is None:
+            return _File(stamp, tuple(objects), tuple(refused), racy)
+        if any(r.kind == "File" for r in refused):  # a YAML syntax error: the file is half read
+            return _File(stamp, before.objects, tuple(_kept(refused)), racy)
+        objects, refused = _keep_last_good(objects, refused, before.objects)
+        return _File(stamp, tuple(_reuse(objects, before.objects)), tuple(refused), racy)
 
     def _build(self) -> ClusterState:
         files = [self._files[p] for p in sorted(self._files)]
         objects = [obj for file in files for obj in file.objects]
         refused = [*self._problems, *(r for file in files for r in file.refused)]
         return build_state(objects, refused, previous=self._state)
+
+
+_KEPT = "; its last good version stays in force"
+
+
+def _kept(refused: list[Refusal]) -> list[Refusal]:
+    return [dataclasses.replace(r, reason=r.reason + _KEPT) for r in refused]
+
+
+def _unusable(stamp: Stamp, path: str, reason: str, before: _File | None) -> _File:
+    """A file that cannot be read at all: its last good objects, if any, stay."""
+    if before is None or not before.objects:
+        return _File(stamp, (), (Refusal("File", "", path, reason, path),))
+    return _File(stamp, before.objects, (Refusal("File", "", path, reason + _KEPT, path),))
+
+
+def _keep_last_good(
+    objects: list[KubeObject], refused: list[Refusal], before: tuple[KubeObject, ...]
+) -> tuple[list[KubeObject], list[Refusal]]:
+    """A refused object that the file held before in a good version keeps that version."""
+    good = {(type(o).__name__, getattr(o, "namespace", ""), o.name): o for o in before}
+    kept: list[KubeObject] = []
+    reasons: list[Refusal] = []
+    for r in refused:
+        old = good.get((r.kind, r.namespace, r.name)) if r.name else None
+        if old is not None and not any(o is old for o in kept):
+            kept.append(old)
+            reasons.extend(_kept([r]))
+        else:
+            reasons.append(r)
+    return [*objects, *kept], reasons
 
 
 def _reuse(objects: list[KubeObject], before: tuple[KubeObject, ...]) -> list[KubeObject]:

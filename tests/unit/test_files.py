@@ -204,6 +204,64 @@ def test_bad_files_are_refusals(folder: Path) -> None:
     assert all(r.kind == "File" for r in state.refused)
 
 
+def test_a_syntax_error_keeps_the_last_good_file(folder: Path) -> None:
+    source = FilesSource(folder)
+    first = source.load()
+    path = folder / "web.yaml"
+    path.write_text(path.read_text().replace("name: web-a", "name: [web-a"))
+    bump(path)
+    broken = source.poll()
+    assert broken is not None
+    assert broken.services["shop/web"] is first.services["shop/web"]
+    assert broken.endpoint_slices["shop/web"] is first.endpoint_slices["shop/web"]
+    (refusal,) = broken.refused
+    assert refusal.kind == "File" and refusal.name == "web.yaml"
+    assert refusal.reason.endswith("; its last good version stays in force")
+    write(path, service("web", 8080))  # fixed: the new content, and no refusal
+    fixed = source.poll()
+    assert fixed is not None
+    assert fixed.services["shop/web"].ports[0].port == 8080
+    assert "shop/web" not in fixed.endpoint_slices
+    assert fixed.refused == ()
+
+
+def test_an_unreadable_file_keeps_its_last_good_objects(folder: Path) -> None:
+    source = FilesSource(folder)
+    first = source.load()
+    (folder / "echo.yaml").write_bytes(b"kind: Service\xff")
+    bump(folder / "echo.yaml")
+    state = source.poll()
+    assert state is not None
+    assert state.services["shop/echo"] is first.services["shop/echo"]
+    assert [r.reason for r in state.refused] == [
+        "not UTF-8 text (byte 13); its last good version stays in force"
+    ]
+
+
+def test_an_object_made_invalid_keeps_its_last_good_version(folder: Path) -> None:
+    source = FilesSource(folder)
+    first = source.load()
+    write(folder / "web.yaml", service("web", 70000), slice_("web-a", "web", "198.18.64.11"))
+    state = source.poll()
+    assert state is not None
+    assert state.services["shop/web"] is first.services["shop/web"]  # port 80, still served
+    assert state.endpoint_slices["shop/web"][0].endpoints[0].addresses == ("198.18.64.11",)
+    assert [str(r) for r in state.refused] == [
+        "Service shop/web: spec.ports[0].port: must be 1-65535, got 70000; "
+        "its last good version stays in force (web.yaml#1)"
+    ]
+    # A new object that is invalid from the start has no last good version.
+    write(folder / "new.yaml", service("new", 0))
+    state = source.poll()
+    assert state is not None
+    assert "shop/new" not in state.services
+    # Removing the file removes its objects: that is a change, not a mistake.
+    (folder / "web.yaml").unlink()
+    state = source.poll()
+    assert state is not None
+    assert "shop/web" not in state.services
+
+
 def test_missing_folder_then_created(tmp_path: Path) -> None:
     root = tmp_path / "later"
     source = FilesSource(root)
