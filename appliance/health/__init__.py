@@ -1,0 +1,15 @@
+"""Health checks of the nodes behind each VIP; their results feed `plan()`."""
+
+from appliance.health.checker import HealthChecker, TargetStatus
+from appliance.health.probe import Outcome, Prober
+from appliance.health.targets import Target, Targets, derive_targets
+
+__all__ = [
+    "HealthChecker",
+    "Outcome",
+    "Prober",
+    "Target",
+    "TargetStatus",
+    "Targets",
+    "derive_targets",
+]
