@@ -81,6 +81,11 @@ class ClusterConfig:
     kubeconfig: str | None = None  # or the Kubernetes API
     load_balancer_class: str | None = None  # None: Services with no class are ours
     default_ip_family: Family = "IPv4"  # for manifests that do not say (the API server would)
+    api_server: str | None = None  # or the API at this URL with token_file (+ ca_file)
+    token_file: str | None = None
+    ca_file: str | None = None
+    lease_namespace: str = "appliance-system"  # the status writers' Lease lives here
+    write_status: bool = True  # write VIPs to Service status and post Events (Lease holder)
 
 
 @dataclass(frozen=True, slots=True)
