@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,7 @@ class KubeSource:
         watch_timeout: tuple[int, int] = (300, 600),
         debounce: float = 0.002,
         rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.api = api
         self.backoff_base = backoff_base
@@ -108,6 +109,7 @@ class KubeSource:
         self.watch_timeout = watch_timeout  # server-side timeoutSeconds, random in range
         self.debounce = debounce
         self._rng = rng or random.Random()
+        self._sleep = sleep  # tests pass a virtual clock to live through an hour-long outage
         self._reflectors = [_Reflector(r, {}) for r in resources]
         self._changed = asyncio.Event()
         self._state: ClusterState | None = None
@@ -174,7 +176,7 @@ class KubeSource:
                 else:
                     ref.last_error = str(e)
                 ref.failures += 1
-                await asyncio.sleep(self._backoff(ref.failures - 1))
+                await self._sleep(self._backoff(ref.failures - 1))
 
     async def _list(self, ref: _Reflector) -> None:
         res = ref.resource

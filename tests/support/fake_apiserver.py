@@ -183,7 +183,8 @@ class FakeApiServer:
         return next(k for k in KINDS if k.resource == resource)
 
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.store[self.kind(resource)].get((namespace, name))
+        """A copy of the stored object (edit it and `update` it, as a client would)."""
+        return copy.deepcopy(self.store[self.kind(resource)].get((namespace, name)))
 
     def objects(self, resource: str) -> list[dict[str, Any]]:
         return list(self.store[self.kind(resource)].values())
