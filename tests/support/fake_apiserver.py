@@ -127,6 +127,7 @@ class FakeApiServer:
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.delay = 0.0
+        self.ip_mode = True  # False: refuse status ingress ipMode, as a strict older server
         self.port = 0
         self.revision = 1
         self.compacted = 0
@@ -539,6 +540,10 @@ class FakeApiServer:
                 if isinstance(port, dict):
                     port.setdefault("protocol", "TCP")
         _validate(kind, result)
+        if not self.ip_mode and kind.kind == "Service" and "ipMode" in json.dumps(result):
+            raise _invalid(
+                kind, name, [".status.loadBalancer.ingress[0].ipMode: field not declared in schema"]
+            )
         if result == old:
             return old  # a no-op write keeps the version and sends no event, like the real one
         self._bump(result)
