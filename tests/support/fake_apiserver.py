@@ -125,6 +125,12 @@ class FakeApiServer:
 
     def __init__(self, token: str | None = "test-token", bookmark_interval: float = 1.0) -> None:
         self.token = token
+        self.minted: set[str] = set()  # tokens from TokenRequests, accepted too
+        # With RBAC set, the `rbac_token` holder may do only what those rules allow:
+        # (namespace or None for cluster-wide, apiGroups, resources, verbs) per rule.
+        self.rbac: list[tuple[str | None, set[str], set[str], set[str]]] | None = None
+        self.rbac_token = "appliance-sa"
+        self.forbidden: list[str] = []  # what RBAC refused, for assertions
         self.bookmark_interval = bookmark_interval
         self.delay = 0.0
         self.ip_mode = True  # False: refuse status ingress ipMode, as a strict older server
@@ -216,12 +222,12 @@ class FakeApiServer:
         if self.delay:
             await asyncio.sleep(self.delay)
         try:
-            if (
-                self.token is not None
-                and request.headers.get("Authorization") != f"Bearer {self.token}"
-            ):
+            bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if self.token is not None and bearer != self.token and bearer not in self.minted:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             kind, ns, name, sub = self._route(request.path)
+            if self.rbac is not None and bearer == self.rbac_token:
+                self._authorize(request, kind, ns, name, sub)
             body: Any = None
             if request.method in ("POST", "PUT", "PATCH"):
                 try:
@@ -263,6 +269,40 @@ class FakeApiServer:
             raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported here")
         except ApiError as e:
             return e.response()
+
+    def load_rbac(self, documents: list[dict[str, Any]]) -> None:
+        """The rules of the ClusterRoles and Roles bound to a ServiceAccount (all of them,
+        as deploy/rbac.yaml binds them), enforced for `rbac_token`."""
+        rules: list[tuple[str | None, set[str], set[str], set[str]]] = []
+        for doc in documents:
+            if doc.get("kind") not in ("ClusterRole", "Role"):
+                continue
+            ns = doc["metadata"].get("namespace") if doc["kind"] == "Role" else None
+            for r in doc.get("rules") or []:
+                rules.append((ns, set(r["apiGroups"]), set(r["resources"]), set(r["verbs"])))
+        self.rbac = rules
+        self.rbac_token = "appliance-sa"
+        self.minted.add(self.rbac_token)
+
+    def _authorize(
+        self, request: web.Request, kind: Kind, ns: str | None, name: str | None, sub: str | None
+    ) -> None:
+        method = request.method
+        if method == "GET":
+            verb = "get" if name else ("watch" if request.query.get("watch") else "list")
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+        resource = f"{kind.resource}/{sub}" if sub else kind.resource
+        for rule_ns, groups, resources, verbs in self.rbac or []:
+            if rule_ns is not None and rule_ns != ns:
+                continue
+            if kind.group in groups and resource in resources and verb in verbs:
+                return
+        what = f"{verb} {resource} ({kind.group or 'core'}) in {ns or 'all namespaces'}"
+        self.forbidden.append(what)
+        raise ApiError(
+            403, "Forbidden", f"system:serviceaccount:appliance-system:appliance cannot {what}"
+        )
 
     def _route(self, path: str) -> tuple[Kind, str | None, str | None, str | None]:
         parts = [p for p in path.split("/") if p]
@@ -563,13 +603,15 @@ class FakeApiServer:
         self._get(self.kind("serviceaccounts"), ns, name)
         seconds = int((body.get("spec") or {}).get("expirationSeconds") or 3600)
         expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+        token = f"minted-{ns}-{name}-{uuid.uuid4().hex}"
+        self.minted.add(token)
         return {
             "kind": "TokenRequest",
             "apiVersion": "authentication.k8s.io/v1",
             "metadata": {"name": name, "namespace": ns},
             "spec": body.get("spec") or {},
             "status": {
-                "token": f"minted-{ns}-{name}-{seconds}",
+                "token": token,
                 "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
             },
         }
