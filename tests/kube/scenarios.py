@@ -181,9 +181,12 @@ async def create_to_status(raw: Raw, ns: str) -> None:
     """The appliance end to end: its source sees a new LoadBalancer Service, the planner
     allocates, the writer patches status; another controller's Service is left alone."""
     await ensure_namespace(raw, ns)
+    # A class of this run's own: other scenarios' LoadBalancers on a shared server are
+    # not ours, so the first address of the pool is this Service's.
+    lb_class = f"appliance.io/{ns}"
     config = Config(
         pools=(Pool("p", (parse_range("198.18.100.0", "198.18.100.15"),)),),
-        cluster=ClusterConfig(kubeconfig="x"),
+        cluster=ClusterConfig(kubeconfig="x", load_balancer_class=lb_class),
     )
     async with KubeApi(raw.connection()) as api:
         source = KubeSource(api)
@@ -196,7 +199,7 @@ async def create_to_status(raw: Raw, ns: str) -> None:
 
         task = asyncio.create_task(loop())
         try:
-            await raw.call("POST", svc_path(ns), service("lb", ns))
+            await raw.call("POST", svc_path(ns), service("lb", ns, load_balancer_class=lb_class))
             other = service("theirs", ns, load_balancer_class="example.com/other")
             await raw.call("POST", svc_path(ns), other)
             for _ in range(200):
