@@ -34,12 +34,14 @@ from appliance.dataplane.base import (
 )
 from appliance.dataplane.ipvsrules import (
     FWD_METHOD,
+    HELPER_SETS,
     IP_VS_SVC_F_PERSISTENT,
     IpvsDest,
     IpvsService,
     entries,
     helper_delta,
     helper_elements,
+    helper_of,
     helper_script,
     restore_script,
 )
@@ -88,7 +90,9 @@ class IpvsBackend:
         self._last: dict[Key, VirtualService] | None = None  # what the last pass made true
         self._owned: dict[str, bool] = {}
         self._draining: dict[tuple[Key, str], float] = {}  # -> deadline
-        self._helper: dict[str, frozenset[str]] | None = None
+        self._helper: dict[Key, tuple[tuple[str, str], ...]] | None = None
+        self._helper_calls = 0
+        self._todo: list[Key] = []  # the services the last pass looked at
         self._checked = False
 
     # --- the worker thread ------------------------------------------------------------
@@ -193,7 +197,8 @@ class IpvsBackend:
             "gone": [],
             "calls": [],
         }
-        for key in sorted(keys):
+        todo: list[Key] = sorted(keys)
+        for key in todo:
             vs = wanted.get(key)
             if vs is None:
                 continue
@@ -263,6 +268,7 @@ class IpvsBackend:
             if failed:
                 raise DataplaneError(ipvsnl.describe(failed))
         self._last = dict(wanted)
+        self._todo = todo
         return did
 
     def _link(self) -> ipvsnl.IpvsLink:
@@ -312,17 +318,8 @@ class IpvsBackend:
         except Exception as e:  # netlink said no: one line, and re-read next time
             self._kernel = self._last = None
             raise DataplaneError(f"IPVS refused a change: {e}") from e
-        helper = helper_elements(wanted.values())
-        if helper != self._helper:
-            if self._helper is None:
-                script = helper_script(helper, HELPER_TABLE)
-            else:
-                script = "\n".join(helper_delta(self._helper, helper, HELPER_TABLE)) + "\n"
-            rc, _, err = await run_tool(["nft", "-f", "-"], script.encode(), self.netns)
-            if rc != 0:
-                self._helper = None  # reload it whole next time
-                raise DataplaneError(f"nft (IPVS helper table): {err.decode().strip()}")
-            self._helper = helper
+        await self._sync_helper(wanted, self._todo)
+        if self._helper_calls:
             did["calls"].append("")
         for gone in did["gone"]:
             proto, vip, port, addr = gone.split("|")
@@ -341,6 +338,35 @@ class IpvsBackend:
             seconds=time.perf_counter() - t0,
             kernel_calls=len(did["calls"]),
         )
+
+    async def _sync_helper(self, wanted: dict[Key, VirtualService], touched: list[Key]) -> None:
+        """Keep the nftables helper table (nat marks, source ranges) in step: loaded whole
+        the first time, then element updates for the services that changed."""
+        self._helper_calls = 0
+        if self._helper is None:
+            self._helper = {k: helper_of(vs) for k, vs in wanted.items()}
+            script = helper_script(helper_elements(wanted.values()), HELPER_TABLE)
+        else:
+            old: dict[str, set[str]] = {name: set() for name in HELPER_SETS}
+            new: dict[str, set[str]] = {name: set() for name in HELPER_SETS}
+            for k in touched:
+                for name, element in self._helper.pop(k, ()):
+                    old[name].add(element)
+                if k in wanted:
+                    self._helper[k] = helper_of(wanted[k])
+                    for name, element in self._helper[k]:
+                        new[name].add(element)
+            before = {n: frozenset(e) for n, e in old.items()}
+            after = {n: frozenset(e) for n, e in new.items()}
+            cmds = helper_delta(before, after, HELPER_TABLE)
+            if not cmds:
+                return
+            script = "\n".join(cmds) + "\n"
+        rc, _, err = await run_tool(["nft", "-f", "-"], script.encode(), self.netns)
+        self._helper_calls = 1
+        if rc != 0:
+            self._helper = None  # reload it whole next time
+            raise DataplaneError(f"nft (IPVS helper table): {err.decode().strip()}")
 
     async def current(self) -> tuple[VirtualService, ...]:
         kernel = await self._call(self._read)

@@ -91,20 +91,27 @@ HELPER_SETS = {
 }
 
 
+def helper_of(vs: VirtualService) -> tuple[tuple[str, str], ...]:
+    """What one service puts in the helper table's sets: (set, element) pairs."""
+    fam = "6" if ":" in vs.vip else "4"
+    key = f"{vs.vip} . {vs.protocol.lower()} . {vs.port}"
+    out: list[tuple[str, str]] = []
+    if vs.forwarding == "nat":
+        out.append((f"nat{fam}", key))
+    if vs.source_ranges is not None:
+        out.append((f"restricted{fam}", key))
+        # Bad ranges are plan()'s to report; here they are simply not allowed in.
+        nets, _ = collapse_ranges(vs.source_ranges, 6 if fam == "6" else 4)
+        out.extend((f"allow{fam}", f"{key} . {net}") for net in nets)
+    return tuple(out)
+
+
 def helper_elements(services: Iterable[VirtualService]) -> dict[str, frozenset[str]]:
     """The elements of the helper table's sets for these services."""
     out: dict[str, set[str]] = {name: set() for name in HELPER_SETS}
     for vs in services:
-        fam = "6" if ":" in vs.vip else "4"
-        key = f"{vs.vip} . {vs.protocol.lower()} . {vs.port}"
-        if vs.forwarding == "nat":
-            out[f"nat{fam}"].add(key)
-        if vs.source_ranges is not None:
-            out[f"restricted{fam}"].add(key)
-            # Bad ranges are plan()'s to report; here they are simply not allowed in.
-            nets, _ = collapse_ranges(vs.source_ranges, 6 if fam == "6" else 4)
-            for net in nets:
-                out[f"allow{fam}"].add(f"{key} . {net}")
+        for name, element in helper_of(vs):
+            out[name].add(element)
     return {name: frozenset(e) for name, e in out.items()}
 
 
