@@ -99,6 +99,7 @@ def _converge(backend: NftablesBackend | IpvsBackend, state: DesiredState) -> tu
     t0 = time.perf_counter()
     asyncio.run(backend.apply(state))
     full = time.perf_counter() - t0
+    print(f"# full apply: {full:.3f}s", flush=True)
     same = replace(state, virtual_services=tuple(state.virtual_services))  # a fresh plan
     t0 = time.perf_counter()
     report = asyncio.run(backend.apply(same))
@@ -131,6 +132,7 @@ def bench_ipvs_inside(services: int) -> str:
         raw = time.perf_counter() - t0
     sh("ipvsadm", "-C")
     pool = Pool("bench", ((_ip("198.18.32.0"), _ip("198.18.32.255")),))
+    print(f"# ipvsadm-restore: {raw:.3f}s", flush=True)
     backend = IpvsBackend(DataplaneConfig(), Ownership.of_pools([pool]))
     try:
         full, noop, change = _converge(backend, state)
@@ -156,6 +158,7 @@ def bench_ipvs_vm(services: int) -> str:
         cwd=ROOT,
     )
     output: str = result.output
+    print("\n".join(x for x in output.splitlines() if x.startswith("# ")), flush=True)
     found = [x for x in output.splitlines() if x.startswith("bench: sync")]
     if result.rc != 0 or not found:
         return (
