@@ -33,7 +33,7 @@ import ipaddress
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,7 @@ class FakeApiServer:
         self.store: dict[Kind, dict[tuple[str, str], dict[str, Any]]] = {k: {} for k in KINDS}
         self.history: list[tuple[int, Kind, str, dict[str, Any]]] = []
         self.requests: list[tuple[str, str]] = []  # (method, path), for assertions
+        self.on_request: Callable[[str, str], None] | None = None  # (method, path), benches
         self._watchers: list[_Watcher] = []
         self._runner: web.AppRunner | None = None
         self._next_node_port = 30000
@@ -219,6 +220,8 @@ class FakeApiServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if self.on_request is not None:
+            self.on_request(request.method, request.path)
         if self.delay:
             await asyncio.sleep(self.delay)
         try:
