@@ -113,9 +113,10 @@ async def appliance(url: str, services: int, ready: asyncio.Event) -> None:
         source = KubeSource(api)
         planner = Planner(config)
         writer = StatusWriter(api, config)
-        async for state in source.watch():
-            ready.set()
-            await writer.sync(state, planner.plan(state))
+        async with contextlib.aclosing(source.watch()) as states:
+            async for state in states:
+                ready.set()
+                await writer.sync(state, planner.plan(state))
 
 
 async def peer(url: str, services: int, ready: asyncio.Event) -> None:

@@ -22,9 +22,8 @@ planner's per-Service cache holds across snapshots.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +125,7 @@ class KubeSource:
     def connected(self) -> bool:
         return all(r.watching for r in self._reflectors)
 
-    async def watch(self) -> AsyncIterator[ClusterState]:
+    async def watch(self) -> AsyncGenerator[ClusterState, None]:
         tasks = [asyncio.create_task(self._reflect(r)) for r in self._reflectors]
         try:
             while True:
@@ -144,9 +143,8 @@ class KubeSource:
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Shutting down: what a reflector died of no longer matters.
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- one resource -------------------------------------------------------------------
 

@@ -232,6 +232,7 @@ class KubeApi:
         self._max_connections = max_connections
         self._token = _Token(connection.token_file, connection.token)
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     async def __aenter__(self) -> KubeApi:
         self._open()
@@ -241,6 +242,9 @@ class KubeApi:
         await self.close()
 
     def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A task that outlived its client (shutdown order) fails like a lost server.
+            raise ApiError(0, "", "the API client is closed")
         if self._session is None:
             try:
                 ctx = self.connection.ssl_context()
@@ -251,6 +255,7 @@ class KubeApi:
         return self._session
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -286,7 +291,8 @@ class KubeApi:
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError) as e:
+            # RuntimeError: the session was closed under a request in flight.
             raise ApiError(0, "", f"{method} {path}: {_describe(e)}") from e
         decoded = _decode(raw)
         if status >= 400:
@@ -325,7 +331,13 @@ class KubeApi:
                     if event.get("type") == "ERROR":
                         raise _error(int(event["object"].get("code") or 500), event["object"], line)
                     yield event
-        except (aiohttp.ClientError, TimeoutError, OSError, asyncio.IncompleteReadError) as e:
+        except (
+            aiohttp.ClientError,
+            TimeoutError,
+            OSError,
+            RuntimeError,
+            asyncio.IncompleteReadError,
+        ) as e:
             raise ApiError(0, "", f"watch {path}: {_describe(e)}") from e
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from appliance.cluster.kube import KubeSource, ResourceStatus
@@ -75,7 +75,7 @@ class KubeLink:
                 await task
         await self.api.close()
 
-    def states(self) -> AsyncIterator[ClusterState]:
+    def states(self) -> AsyncGenerator[ClusterState, None]:
         return self.source.watch()
 
     async def publish(self, state: ClusterState, desired: DesiredState) -> SyncReport:

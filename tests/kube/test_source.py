@@ -137,3 +137,22 @@ def test_410_gone_relists_and_picks_up_what_was_missed() -> None:
             assert "too old resource version" in status["Service"].last_error
 
     run(t, bookmark_interval=60)
+
+
+def test_client_closed_before_the_snapshots_end_is_quiet() -> None:
+    async def t(fake: FakeApiServer) -> None:
+        from appliance.cluster.kube import KubeSource
+        from appliance.kube.api import Connection, KubeApi
+
+        seed(fake)
+        api = KubeApi(Connection(fake.url, token=fake.token))
+        source = KubeSource(api, backoff_base=0.01, backoff_max=0.05)
+        states = source.watch()
+        first = await anext(states)
+        await api.close()  # the daemon's shutdown order may be this one
+        await asyncio.sleep(0.2)
+        assert source.state is first
+        assert all("closed" in st.last_error for st in source.status())
+        await states.aclose()  # raises nothing
+
+    run(t)
