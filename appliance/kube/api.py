@@ -233,6 +233,7 @@ class KubeApi:
         self._token = _Token(connection.token_file, connection.token)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self._streams: set[aiohttp.ClientResponse] = set()
 
     async def __aenter__(self) -> KubeApi:
         self._open()
@@ -256,6 +257,8 @@ class KubeApi:
 
     async def close(self) -> None:
         self._closed = True
+        for stream in list(self._streams):  # closing the session leaves open watches hanging
+            stream.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -319,9 +322,12 @@ class KubeApi:
                 if resp.status >= 400:
                     raw = await resp.read()
                     raise _error(resp.status, _decode(raw), raw)
+                self._streams.add(resp)
                 while True:
                     line = await resp.content.readline()
                     if not line:
+                        if self._closed:
+                            raise ApiError(0, "", "the API client is closed")
                         return
                     if not line.strip():
                         continue
@@ -339,6 +345,8 @@ class KubeApi:
             asyncio.IncompleteReadError,
         ) as e:
             raise ApiError(0, "", f"watch {path}: {_describe(e)}") from e
+        finally:
+            self._streams = {r for r in self._streams if not r.closed}
 
 
 def _decode(raw: bytes) -> Any:

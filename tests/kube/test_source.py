@@ -152,7 +152,7 @@ def test_client_closed_before_the_snapshots_end_is_quiet() -> None:
         await api.close()  # the daemon's shutdown order may be this one
         await asyncio.sleep(0.2)
         assert source.state is first
-        assert all("closed" in st.last_error for st in source.status())
+        assert all("client is closed" in st.last_error for st in source.status()), source.status()
         await states.aclose()  # raises nothing
 
     run(t)
