@@ -19,6 +19,9 @@ suite in tests/kube_contract/ runs the same scenarios against a real kube-apiser
   IPs and ipMode, Events' required fields);
 - bearer tokens (401 without the right one), ServiceAccount TokenRequest, Secrets.
 
+The API's rules (kinds, Status objects, merge patch, validation, RBAC, defaults) are in
+fake_rules.py; this module is the server: storage, versions, watches, routes.
+
 Faults for tests: `compact()` (later watches from older versions get 410), `delay`
 (seconds before every response), `stop()`/`start()` on the same port with storage
 kept (the API server restarts; etcd keeps the data), `drop_watches()`.
@@ -29,9 +32,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
-import ipaddress
 import json
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,74 +40,24 @@ from typing import Any
 
 from aiohttp import web
 
-
-@dataclass(frozen=True)
-class Kind:
-    group: str  # "" = core
-    version: str
-    resource: str  # plural, as in the URL
-    kind: str
-    namespaced: bool = True
-    has_status: bool = False
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-
-KINDS = (
-    Kind("", "v1", "services", "Service", has_status=True),
-    Kind("", "v1", "nodes", "Node", namespaced=False, has_status=True),
-    Kind("", "v1", "secrets", "Secret"),
-    Kind("", "v1", "serviceaccounts", "ServiceAccount"),
-    Kind("", "v1", "namespaces", "Namespace", namespaced=False, has_status=True),
-    Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
-    Kind("networking.k8s.io", "v1", "ingresses", "Ingress", has_status=True),
-    Kind("events.k8s.io", "v1", "events", "Event"),
-    Kind("coordination.k8s.io", "v1", "leases", "Lease"),
+from tests.support.fake_rules import (
+    _BY_PATH,
+    _MODIFIED,
+    KINDS,
+    Allocated,
+    ApiError,
+    Kind,
+    Rule,
+    default_service,
+    forbidden,
+    invalid,
+    merge_patch,
+    rbac_rules,
+    status_object,
+    validate,
 )
-_BY_PATH = {(k.group, k.version, k.resource): k for k in KINDS}
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_MODIFIED = (
-    "the object has been modified; please apply your changes to the latest version and try again"
-)
-_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
-
-class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
-
-    def response(self) -> web.Response:
-        return web.json_response(
-            status_object(self.code, self.reason, self.message), status=self.code
-        )
-
-
-def status_object(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            result.pop(k, None)
-        else:
-            result[k] = merge_patch(result.get(k), v)
-    return result
+__all__ = ["KINDS", "ApiError", "FakeApiServer", "Kind", "merge_patch", "status_object"]
 
 
 def _now() -> str:
@@ -128,7 +79,7 @@ class FakeApiServer:
         self.minted: set[str] = set()  # tokens from TokenRequests, accepted too
         # With RBAC set, the `rbac_token` holder may do only what those rules allow:
         # (namespace or None for cluster-wide, apiGroups, resources, verbs) per rule.
-        self.rbac: list[tuple[str | None, set[str], set[str], set[str]]] | None = None
+        self.rbac: list[Rule] | None = None
         self.rbac_token = "appliance-sa"
         self.forbidden: list[str] = []  # what RBAC refused, for assertions
         self.bookmark_interval = bookmark_interval
@@ -143,8 +94,7 @@ class FakeApiServer:
         self.on_request: Callable[[str, str], None] | None = None  # (method, path), benches
         self._watchers: list[_Watcher] = []
         self._runner: web.AppRunner | None = None
-        self._next_node_port = 30000
-        self._next_cluster_ip = 1
+        self._counter = Allocated()  # cluster IPs and node ports handed out
 
     @property
     def url(self) -> str:
@@ -274,38 +224,21 @@ class FakeApiServer:
             return e.response()
 
     def load_rbac(self, documents: list[dict[str, Any]]) -> None:
-        """The rules of the ClusterRoles and Roles bound to a ServiceAccount (all of them,
-        as deploy/rbac.yaml binds them), enforced for `rbac_token`."""
-        rules: list[tuple[str | None, set[str], set[str], set[str]]] = []
-        for doc in documents:
-            if doc.get("kind") not in ("ClusterRole", "Role"):
-                continue
-            ns = doc["metadata"].get("namespace") if doc["kind"] == "Role" else None
-            for r in doc.get("rules") or []:
-                rules.append((ns, set(r["apiGroups"]), set(r["resources"]), set(r["verbs"])))
-        self.rbac = rules
-        self.rbac_token = "appliance-sa"
+        """Enforce the rules of these ClusterRoles and Roles for `rbac_token`."""
+        self.rbac = rbac_rules(documents)
         self.minted.add(self.rbac_token)
 
     def _authorize(
         self, request: web.Request, kind: Kind, ns: str | None, name: str | None, sub: str | None
     ) -> None:
-        method = request.method
-        if method == "GET":
-            verb = "get" if name else ("watch" if request.query.get("watch") else "list")
-        else:
-            verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
-        resource = f"{kind.resource}/{sub}" if sub else kind.resource
-        for rule_ns, groups, resources, verbs in self.rbac or []:
-            if rule_ns is not None and rule_ns != ns:
-                continue
-            if kind.group in groups and resource in resources and verb in verbs:
-                return
-        what = f"{verb} {resource} ({kind.group or 'core'}) in {ns or 'all namespaces'}"
-        self.forbidden.append(what)
-        raise ApiError(
-            403, "Forbidden", f"system:serviceaccount:appliance-system:appliance cannot {what}"
-        )
+        refused = forbidden(self.rbac or [], request, kind, ns, name, sub)
+        if refused:
+            self.forbidden.append(refused)
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"system:serviceaccount:appliance-system:appliance cannot {refused}",
+            )
 
     def _route(self, path: str) -> tuple[Kind, str | None, str | None, str | None]:
         parts = [p for p in path.split("/") if p]
@@ -479,38 +412,14 @@ class FakeApiServer:
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _now()
         if kind.kind == "Service":
-            self._default_service(obj)
+            default_service(obj, self._counter)
         if kind.kind == "Service":  # a create never sets status (the real strategy resets it)
             obj["status"] = {"loadBalancer": {}}
-        _validate(kind, obj)
+        validate(kind, obj)
         self._bump(obj)
         self.store[kind][(ns, name)] = obj
         self._emit(kind, "ADDED", obj)
         return obj
-
-    def _default_service(self, obj: dict[str, Any]) -> None:
-        spec = obj.setdefault("spec", {})
-        spec.setdefault("type", "ClusterIP")
-        spec.setdefault("sessionAffinity", "None")
-        if spec["type"] != "ExternalName":
-            if spec.get("clusterIP") != "None":
-                n = self._next_cluster_ip
-                self._next_cluster_ip += 1
-                spec["clusterIP"] = f"198.19.{n // 250}.{n % 250 + 1}"
-                spec["clusterIPs"] = [spec["clusterIP"]]
-            spec.setdefault("ipFamilies", ["IPv4"])
-            spec.setdefault("ipFamilyPolicy", "SingleStack")
-            spec.setdefault("internalTrafficPolicy", "Cluster")
-        if spec["type"] in ("NodePort", "LoadBalancer"):
-            spec.setdefault("externalTrafficPolicy", "Cluster")
-            for port in spec.get("ports") or []:
-                if isinstance(port, dict) and "nodePort" not in port:
-                    port["nodePort"] = self._next_node_port
-                    self._next_node_port += 1
-        for port in spec.get("ports") or []:
-            if isinstance(port, dict):
-                port.setdefault("protocol", "TCP")
-                port.setdefault("targetPort", port.get("port"))
 
     def _put(
         self, kind: Kind, ns: str, name: str, obj: dict[str, Any], status: bool
@@ -582,9 +491,9 @@ class FakeApiServer:
             for port in (result.get("spec") or {}).get("ports") or []:
                 if isinstance(port, dict):
                     port.setdefault("protocol", "TCP")
-        _validate(kind, result)
+        validate(kind, result)
         if not self.ip_mode and kind.kind == "Service" and "ipMode" in json.dumps(result):
-            raise _invalid(
+            raise invalid(
                 kind, name, [".status.loadBalancer.ingress[0].ipMode: field not declared in schema"]
             )
         if result == old:
@@ -622,92 +531,3 @@ class FakeApiServer:
 
 def _without_type(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
-
-
-def _invalid(kind: Kind, name: str, causes: list[str]) -> ApiError:
-    return ApiError(422, "Invalid", f'{kind.kind} "{name}" is invalid: ' + ", ".join(causes))
-
-
-def _validate(kind: Kind, obj: dict[str, Any]) -> None:
-    meta = obj["metadata"]
-    name = meta.get("name")
-    causes: list[str] = []
-    if not isinstance(name, str) or not name:
-        causes.append("metadata.name: Required value: name or generateName is required")
-        raise _invalid(kind, "", causes)
-    pattern = _DNS1035_LABEL if kind.kind == "Service" else _DNS1123_SUBDOMAIN
-    if not pattern.fullmatch(name) or len(name) > (63 if kind.kind == "Service" else 253):
-        causes.append(f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 name")
-    if kind.kind == "Service":
-        causes += _service_problems(obj)
-    elif kind.kind == "Event":
-        for required in (
-            "eventTime",
-            "reportingController",
-            "reportingInstance",
-            "action",
-            "reason",
-        ):
-            if not obj.get(required):
-                causes.append(f"{required}: Required value")
-        if obj.get("type") not in ("Normal", "Warning"):
-            causes.append(
-                f"type: Unsupported value: {obj.get('type')!r}: "
-                'supported values: "Normal", "Warning"'
-            )
-        if len(obj.get("note") or "") > 1024:
-            causes.append("note: Too long: may not be more than 1024 bytes")
-        regarding = obj.get("regarding") or {}
-        if regarding.get("namespace") not in (None, meta.get("namespace")):
-            causes.append("regarding.namespace: Invalid value: does not match event.namespace")
-    elif kind.kind == "Lease":
-        spec = obj.get("spec") or {}
-        seconds = spec.get("leaseDurationSeconds")
-        if seconds is not None and (not isinstance(seconds, int) or seconds <= 0):
-            causes.append("spec.leaseDurationSeconds: Invalid value: must be greater than 0")
-    if causes:
-        raise _invalid(kind, name, causes)
-
-
-def _service_problems(obj: dict[str, Any]) -> list[str]:
-    causes: list[str] = []
-    spec = obj.get("spec") or {}
-    stype = spec.get("type")
-    if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
-        causes.append(f"spec.type: Unsupported value: {stype!r}")
-    ports = spec.get("ports") or []
-    if stype != "ExternalName" and not ports:
-        causes.append("spec.ports: Required value")
-    for i, port in enumerate(ports):
-        p = port.get("port") if isinstance(port, dict) else None
-        if not isinstance(p, int) or not 1 <= p <= 65535:
-            causes.append(
-                f"spec.ports[{i}].port: Invalid value: {p!r}: "
-                "must be between 1 and 65535, inclusive"
-            )
-        if isinstance(port, dict) and port.get("protocol") not in ("TCP", "UDP", "SCTP"):
-            causes.append(f"spec.ports[{i}].protocol: Unsupported value: {port.get('protocol')!r}")
-    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    for i, entry in enumerate(ingress):
-        ip = entry.get("ip") if isinstance(entry, dict) else None
-        if ip is not None:
-            try:
-                ipaddress.ip_address(ip)
-            except ValueError:
-                causes.append(
-                    f"status.loadBalancer.ingress[{i}].ip: Invalid value: {ip!r}: "
-                    "must be a valid IP address"
-                )
-        mode = entry.get("ipMode") if isinstance(entry, dict) else None
-        if mode is not None:
-            if mode not in ("VIP", "Proxy"):
-                causes.append(
-                    f"status.loadBalancer.ingress[{i}].ipMode: Unsupported value: {mode!r}: "
-                    'supported values: "Proxy", "VIP"'
-                )
-            elif ip is None:
-                causes.append(
-                    f"status.loadBalancer.ingress[{i}].ipMode: Forbidden: "
-                    "may not be specified when `ip` is not set"
-                )
-    return causes
