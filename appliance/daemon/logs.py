@@ -1,0 +1,50 @@
+"""Structured logs: one JSON object per line on stdout, which journald keeps.
+
+Our own code logs with structlog (`log.info("synced", vips=3)`); the packages written
+with the standard `logging` module go through the same renderer, so every line parses.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO
+
+import structlog
+
+_SHARED: list[structlog.types.Processor] = [
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def configure(level: str = "info", stream: IO[str] | None = None) -> None:
+    """JSON lines on `stream` (stdout) for structlog and stdlib loggers alike."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # werkzeug logs one line per request: noise at info level for a self-refreshing page
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_SHARED,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,417 @@
+"""The level-triggered loop: any change marks the state dirty; the loop waits a few
+milliseconds for the burst to settle, plans, and makes every adapter match the plan.
+
+    daemon = Daemon(config, parts, load_config=lambda: load_config(path))
+    await daemon.run()          # until request_stop(); SIGHUP -> reload()
+
+Nothing an adapter does can stop the loop: a failed apply is logged, shown on the page
+and retried with backoff; the other adapters still get the new plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from appliance.config import ConfigError
+from appliance.config_types import Config
+from appliance.daemon.notify import Notifier
+from appliance.daemon.parts import Parts, SourcePart, close_dataplane
+from appliance.dataplane.base import ApplyReport
+from appliance.ha.speaker import InstanceStatus
+from appliance.health.targets import derive_targets
+from appliance.model import ClusterState, DesiredState, Problem
+from appliance.plan import Planner
+
+log = structlog.get_logger("appliance.daemon")
+
+DEBOUNCE = 0.005  # seconds: a burst of watch events becomes one plan
+TICK = 1.0  # seconds between liveness ticks (watchdog, page refresh) when idle
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff after a failed apply
+STOP_BUDGET = 0.9  # seconds from SIGTERM to exit; systemd and the peer expect it fast
+EVENTS_KEPT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of the page's "recent events"."""
+
+    time: float  # wall clock
+    level: str  # info | warning | error
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRecord:
+    """What one pass of the loop did."""
+
+    started: float  # wall clock
+    seconds: float
+    changed: bool  # the dataplane changed
+    summary: str
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Counters:
+    """Monotonic counts since start, for /metrics."""
+
+    syncs: Counter[str] = field(default_factory=Counter)  # by result: ok | error
+    reloads: Counter[str] = field(default_factory=Counter)  # ok | refused
+    vrrp_transitions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (inst, to)
+    source_restarts: int = 0
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        parts: Parts,
+        *,
+        load_config: Callable[[], Config] | None = None,
+        make_source: Callable[[Config], SourcePart] | None = None,
+        notifier: Notifier | None = None,
+        debounce: float = DEBOUNCE,
+        tick: float = TICK,
+        host: str | None = None,
+    ) -> None:
+        self.config = config
+        self.parts = parts
+        self.source = parts.source
+        self.load_config = load_config
+        self.make_source = make_source
+        self.notifier = notifier or Notifier({})
+        self.debounce = debounce
+        self.tick = tick
+        self.host = host or socket.gethostname()
+        self.planner = Planner(config)
+        self.state: ClusterState | None = None
+        self.desired: DesiredState | None = None
+        self.report: ApplyReport | None = None
+        self.last_sync: SyncRecord | None = None
+        self.health_problems: tuple[Problem, ...] = ()
+        self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
+        self.counters = Counters()
+        self.started = time.time()
+        self.ready = False
+        self.stopping = False
+        self.restart_needed: tuple[str, ...] = ()  # config sections a reload could not apply
+        self.on_sync: list[Callable[[SyncRecord], None]] = []  # metrics observe durations
+        self.on_tick: list[Callable[[], None]] = []  # after each sync and tick: the page's copy
+        self._dirty = False
+        self._wake = asyncio.Event()
+        self._retry_delay = 0.0
+        self._retry: asyncio.TimerHandle | None = None
+        self._health_seen: Mapping[tuple[str, str], bool] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._publishing: asyncio.Task[None] | None = None
+        if parts.health is not None:
+            parts.health.on_change = self.mark_dirty
+        if parts.speaker is not None:
+            parts.speaker.on_change = self._vrrp_changed
+
+    # --- what the outside calls --------------------------------------------------------
+
+    def mark_dirty(self) -> None:
+        """Something changed: plan again soon. Cheap; call as often as you like."""
+        self._dirty = True
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """SIGTERM: leave the loop, resign VRRP, remove VIPs, return from run()."""
+        if not self.stopping:
+            self.event("info", "stopping")
+        self.stopping = True
+        self._wake.set()
+
+    def reload(self) -> bool:
+        """SIGHUP: read the config again. A bad one is logged and the old one stays."""
+        if self.load_config is None:
+            return False
+        try:
+            new = self.load_config()
+        except ConfigError as e:
+            self.counters.reloads["refused"] += 1
+            log.error("reload refused; the running config stays", errors=list(e.errors))
+            self.event("error", "reload refused: " + "; ".join(e.errors[:3]))
+            return False
+        except Exception as e:  # an unreadable file, a bug in the parser: same rule
+            self.counters.reloads["refused"] += 1
+            log.error("reload refused; the running config stays", error=str(e))
+            self.event("error", f"reload refused: {e}")
+            return False
+        old = self.config
+        self.config = new
+        # A new Planner for the new config, seeded so every VIP stays where it is.
+        self.planner = Planner(new, previous=self.planner.allocations)
+        # Listening sockets, the VRRP instances and the backend are built at start.
+        pending = [
+            s for s in ("dataplane", "ha", "dns", "web") if getattr(old, s) != getattr(new, s)
+        ]
+        self.restart_needed = tuple(pending)
+        if new.cluster != old.cluster and self.make_source is not None:
+            self._replace_source(self.make_source(new))
+        self.counters.reloads["ok"] += 1
+        note = f" ({', '.join(pending)} change at the next restart)" if pending else ""
+        log.info("reloaded", restart_needed=pending)
+        self.event("info", f"config reloaded{note}")
+        self.mark_dirty()
+        return True
+
+    def event(self, level: str, message: str) -> None:
+        self.events.append(Event(time.time(), level, message))
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._wake = asyncio.Event()  # bound to the running loop
+        if self._dirty or self.stopping:
+            self._wake.set()
+        try:
+            await self._start_parts()
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._interval())
+                self._wake.clear()
+                self._alive()
+                if self.stopping:
+                    break
+                if self._dirty:
+                    await asyncio.sleep(self.debounce)  # let the burst settle
+                    if self.stopping:
+                        break
+                    self._dirty = False
+                    await self.sync()
+        finally:
+            await self._shutdown()
+
+    def _interval(self) -> float:
+        w = self.notifier.watchdog_interval
+        return min(self.tick, w) if w else self.tick
+
+    def _alive(self) -> None:
+        # From the loop itself: a loop stuck in a sync stops the pings and systemd restarts us.
+        if self.notifier.watchdog_interval:
+            self.notifier.watchdog()
+        self._ticked()
+
+    def _ticked(self) -> None:
+        for hook in self.on_tick:
+            try:
+                hook()
+            except Exception as e:  # the page must never take the loop down
+                log.error("status snapshot failed", error=repr(e))
+
+    async def _start_parts(self) -> None:
+        p = self.parts
+        if p.dns is not None:
+            await p.dns.start()
+        if p.speaker is not None:
+            await p.speaker.start()
+        if p.health is not None:
+            self._spawn("health", p.health.run())
+        await self.source.open()
+        self._spawn("source", self._follow(self.source))
+        self.event("info", f"started on {self.host}")
+        log.info("started", host=self.host, source=self.source.kind)
+
+    def _spawn(self, name: str, coro: Any) -> None:
+        self._tasks[name] = asyncio.create_task(coro, name=name)
+
+    async def _follow(self, source: SourcePart) -> None:
+        """Take each snapshot the source yields; restart the source if it ever fails."""
+        while True:
+            try:
+                async for state in source.states():
+                    self.state = state
+                    self.mark_dirty()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.counters.source_restarts += 1
+                log.error("cluster source failed; restarting it", error=str(e))
+                self.event("error", f"cluster source failed: {e}")
+                await asyncio.sleep(1.0)
+
+    def _replace_source(self, source: SourcePart) -> None:
+        old_task = self._tasks.pop("source", None)
+        old = self.source
+        self.source = source
+
+        async def swap() -> None:
+            if old_task is not None:
+                old_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await old_task
+            await old.close()
+            await source.open()
+            await self._follow(source)
+
+        self._spawn("source", swap())
+
+    async def sync(self) -> SyncRecord | None:
+        """One pass: plan, then every adapter. Returns None before the first snapshot."""
+        state = self.state
+        if state is None:
+            return None
+        started, t0 = time.time(), time.perf_counter()
+        p = self.parts
+        errors: list[str] = []
+        health = p.health.health() if p.health is not None else None
+        desired = self.planner.plan(state, health)
+        changed = False
+        if p.dataplane is not None:
+            try:
+                self.report = await p.dataplane.apply(desired)
+                changed = not self.report.unchanged
+                for w in self.report.warnings:
+                    log.warning("dataplane", warning=w)
+            except Exception as e:  # DataplaneError or worse: the other adapters still run
+                errors.append(f"dataplane: {e}")
+        if p.speaker is not None:
+            try:
+                p.speaker.set_vips(desired.vips)
+            except Exception as e:
+                errors.append(f"vrrp: {e}")
+        if p.dns is not None:
+            try:
+                await p.dns.update(desired.records)
+            except Exception as e:
+                errors.append(f"dns: {e}")
+        if p.health is not None:
+            targets = derive_targets(state, desired, self.config.health)
+            self.health_problems = targets.problems
+            p.health.update(targets.targets)
+            self._health_events(p.health.health())
+        self._publish(state, desired)
+        self._events_for(desired, changed)
+        self.desired = desired
+        record = SyncRecord(
+            started, time.perf_counter() - t0, changed, self._summary(desired), tuple(errors)
+        )
+        self.last_sync = record
+        self._after(record)
+        self._ticked()
+        return record
+
+    def _after(self, record: SyncRecord) -> None:
+        self.counters.syncs["error" if record.errors else "ok"] += 1
+        for observe in self.on_sync:
+            observe(record)
+        if record.errors:
+            for e in record.errors:
+                log.error("sync", error=e)
+                self.event("error", e)
+            self._retry_later()
+        else:
+            self._retry_delay = 0.0
+        log.info(
+            "synced",
+            seconds=round(record.seconds, 6),
+            changed=record.changed,
+            summary=record.summary,
+            errors=len(record.errors),
+        )
+        if not self.ready:
+            self.ready = True
+            self.notifier.ready(record.summary)
+
+    def _retry_later(self) -> None:
+        self._retry_delay = min(max(self._retry_delay * 2, RETRY_FIRST), RETRY_MAX)
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self.mark_dirty)
+
+    def _publish(self, state: ClusterState, desired: DesiredState) -> None:
+        """Status write-back in the background: a slow API must not hold up the kernel."""
+        if self._publishing is not None and not self._publishing.done():
+            self._publishing.cancel()  # level-triggered: the newer plan supersedes it
+        source = self.source
+
+        async def publish() -> None:
+            try:
+                await source.publish(state, desired)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("status write-back failed", error=str(e))
+                self.event("warning", f"status write-back: {e}")
+
+        self._publishing = asyncio.create_task(publish())
+
+    def _summary(self, desired: DesiredState) -> str:
+        services = len({vs.service for vs in desired.virtual_services})
+        return (
+            f"{len(desired.vips)} VIPs, {services} services, "
+            f"{len(desired.virtual_services)} virtual services, {len(desired.records)} records, "
+            f"{len(desired.refused)} refused, {len(desired.problems)} problems"
+        )
+
+    def _events_for(self, desired: DesiredState, changed: bool) -> None:
+        before = self.desired
+        if before is None:
+            self.event("info", f"first sync: {self._summary(desired)}")
+            return
+        old, new = {v.address for v in before.vips}, {v.address for v in desired.vips}
+        for vip in sorted(new - old):
+            self.event("info", f"VIP {vip} added")
+        for vip in sorted(old - new):
+            self.event("info", f"VIP {vip} removed")
+        if changed and self.report is not None:
+            self.event("info", f"dataplane: {self.report.summary()}")
+
+    def _health_events(self, health: Mapping[tuple[str, str], bool]) -> None:
+        seen = self._health_seen
+        for (service, node), up in sorted(health.items()):
+            if seen.get((service, node)) != up:
+                what = f"{service} on {node}" if service else f"node {node}"
+                self.event(
+                    "info" if up else "warning", f"health: {what} is {'up' if up else 'down'}"
+                )
+        self._health_seen = dict(health)
+
+    def _vrrp_changed(self, status: InstanceStatus) -> None:
+        self.counters.vrrp_transitions[(status.name, status.state)] += 1
+        self.event("info", f"VRRP {status.name}: {status.state} ({status.reason})")
+        log.info("vrrp", instance=status.name, state=status.state, reason=status.reason)
+        self._wake.set()  # refresh the page now, not at the next tick
+
+    async def _shutdown(self) -> None:
+        """Resign first (the peer takes over at once), then the rest; all within a second."""
+        self.notifier.stopping()
+        deadline = time.monotonic() + STOP_BUDGET
+        if self._retry is not None:
+            self._retry.cancel()
+        tasks = list(self._tasks.values())
+        if self._publishing is not None:
+            tasks.append(self._publishing)
+        for task in tasks:
+            task.cancel()
+        p = self.parts
+        if p.speaker is not None:
+            await self._bounded("vrrp", p.speaker.stop(), deadline - 0.2)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, max(0.01, deadline - 0.2 - time.monotonic()))
+        if p.dns is not None:
+            await self._bounded("dns", p.dns.stop(), deadline - 0.1)
+        await self._bounded("source", self.source.close(), deadline)
+        close_dataplane(p.dataplane)
+        log.info("stopped")
+
+    async def _bounded(self, what: str, coro: Any, until: float) -> None:
+        try:
+            await asyncio.wait_for(coro, max(0.01, until - time.monotonic()))
+        except TimeoutError:
+            log.warning("stop: gave up waiting", part=what)
+        except Exception as e:
+            log.warning("stop failed", part=what, error=str(e))

@@ -1,0 +1,211 @@
+"""What the loop drives, as narrow interfaces, and the real adapters built from a config.
+
+The loop only sees these Protocols, so its tests run against in-memory stand-ins and the
+real adapters (nftables/IPVS, the VRRP speaker, the DNS server, the health checker, the
+files or Kubernetes source) plug in unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from appliance.config_types import Config
+from appliance.dataplane.base import ApplyReport
+from appliance.dns.server import DnsStats
+from appliance.ha.speaker import HaStatus, InstanceStatus
+from appliance.health.checker import TargetStatus
+from appliance.health.targets import Target
+from appliance.model import ClusterState, DesiredState, Record, Vip
+
+log = logging.getLogger(__name__)
+
+FILES_POLL = 0.05  # seconds between stat() sweeps of the manifests folder
+
+
+class DataplanePart(Protocol):
+    name: str
+
+    async def apply(self, desired: DesiredState) -> ApplyReport: ...
+
+
+class SpeakerPart(Protocol):
+    on_change: Callable[[InstanceStatus], None] | None
+
+    async def start(self) -> None: ...
+    def set_vips(self, vips: Iterable[Vip]) -> None: ...
+    def status(self) -> HaStatus: ...
+    async def stop(self) -> None: ...
+
+
+class DnsPart(Protocol):
+    async def start(self) -> None: ...
+    async def update(self, records: Iterable[Record]) -> object: ...
+    def stats(self) -> DnsStats: ...
+    async def stop(self) -> None: ...
+
+
+class HealthPart(Protocol):
+    on_change: Callable[[], None] | None
+    checks: int
+
+    def update(self, targets: Iterable[Target]) -> None: ...
+    def health(self) -> Mapping[tuple[str, str], bool]: ...
+    def statuses(self) -> tuple[TargetStatus, ...]: ...
+    async def run(self) -> None: ...
+
+
+class SourcePart(Protocol):
+    """Where ClusterState snapshots come from, and where status goes back to."""
+
+    kind: str
+
+    async def open(self) -> None: ...
+    def states(self) -> AsyncIterator[ClusterState]: ...
+    async def publish(self, state: ClusterState, desired: DesiredState) -> None: ...
+    def status(self) -> Mapping[str, Any]: ...
+    async def close(self) -> None: ...
+
+
+class WebPart(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    source: SourcePart
+    dataplane: DataplanePart | None = None
+    speaker: SpeakerPart | None = None  # None: no VRRP, this host owns every VIP
+    dns: DnsPart | None = None
+    health: HealthPart | None = None
+
+
+# --- the real sources ----------------------------------------------------------------------
+
+
+class FilesFeed:
+    """A folder of manifests; nothing to write status back to."""
+
+    kind = "files"
+
+    def __init__(self, folder: str, interval: float = FILES_POLL) -> None:
+        from appliance.cluster.files import FilesSource
+
+        self.folder = folder
+        self.interval = interval
+        self.source = FilesSource(folder)
+        self.snapshots = 0
+
+    async def open(self) -> None:
+        return None
+
+    async def states(self) -> AsyncIterator[ClusterState]:
+        async for state in self.source.watch(self.interval):
+            self.snapshots += 1
+            yield state
+
+    async def publish(self, state: ClusterState, desired: DesiredState) -> None:
+        return None
+
+    def status(self) -> Mapping[str, Any]:
+        return {"kind": "files", "folder": self.folder, "snapshots": self.snapshots}
+
+    async def close(self) -> None:
+        return None
+
+
+class KubeFeed:
+    """The Kubernetes API through KubeLink: list+watch, status write-back, Events, Lease."""
+
+    kind = "kube"
+
+    def __init__(self, config: Config, identity: str) -> None:
+        from appliance.kube.link import KubeLink
+
+        self.link = KubeLink.from_config(config, identity)
+        self._open = False
+
+    async def open(self) -> None:
+        await self.link.__aenter__()
+        self._open = True
+
+    def states(self) -> AsyncIterator[ClusterState]:
+        return self.link.states()
+
+    async def publish(self, state: ClusterState, desired: DesiredState) -> None:
+        await self.link.publish(state, desired)
+
+    def status(self) -> Mapping[str, Any]:
+        s = self.link.status()
+        return {
+            "kind": "kube",
+            "connected": s.connected,
+            "writer": s.writer,
+            "lease_error": s.lease_error,
+            "events_sent": s.events_sent,
+            "events_dropped": s.events_dropped,
+            "resources": [
+                {
+                    "kind": r.kind,
+                    "synced": r.synced,
+                    "watching": r.watching,
+                    "relists": r.relists,
+                    "failures": r.failures,
+                    "last_error": r.last_error,
+                }
+                for r in s.resources
+            ],
+        }
+
+    async def close(self) -> None:
+        if self._open:
+            self._open = False
+            await self.link.__aexit__(None, None, None)
+
+
+def make_source(config: Config) -> SourcePart:
+    """Raises KubeConfigError (one line) when the API settings are unusable."""
+    if config.cluster.manifests:
+        return FilesFeed(config.cluster.manifests)
+    return KubeFeed(config, socket.gethostname())
+
+
+def make_parts(config: Config) -> Parts:
+    """The real adapters the config asks for. Nothing is started here."""
+    from appliance.dataplane.command import make_backend
+
+    speaker: SpeakerPart | None = None
+    if config.ha.interface is not None and config.ha.instances:
+        from appliance.ha.speaker import Speaker
+
+        speaker = Speaker(config.ha, pools=config.pools)
+    dns: DnsPart | None = None
+    if config.dns.enabled:
+        from appliance.dns.server import DnsServer
+
+        dns = DnsServer(config.dns)
+    health: HealthPart | None = None
+    if config.health.enabled:
+        from appliance.health.checker import HealthChecker
+
+        health = HealthChecker()
+    return Parts(
+        source=make_source(config),
+        dataplane=make_backend(config),
+        speaker=speaker,
+        dns=dns,
+        health=health,
+    )
+
+
+def close_dataplane(part: DataplanePart | None) -> None:
+    """Backends with a netlink socket have close(); the nft one has nothing to close."""
+    close = getattr(part, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()

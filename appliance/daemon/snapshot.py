@@ -1,0 +1,226 @@
+"""The daemon's state as plain data: what the page, `/api/v1/state`, `/metrics` and
+`appliance status` all show. Built on the loop; the web thread only reads the result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from appliance.daemon.loop import Daemon
+from appliance.ha.speaker import HaStatus
+from appliance.health.checker import TargetStatus
+from appliance.model import DesiredState, VirtualService
+
+API_VERSION = "v1"
+
+
+def _vrrp(status: HaStatus | None) -> list[dict[str, Any]]:
+    if status is None:
+        return []
+    return [
+        {
+            "instance": i.name,
+            "vrid": i.vrid,
+            "family": i.family,
+            "state": i.state,
+            "since": i.since,
+            "reason": i.reason,
+            "master": i.master,
+            "priority": i.priority,
+            "advert_interval": i.advert_interval,
+            "adverts_in": i.adverts_in,
+            "adverts_out": i.adverts_out,
+            "vips": list(i.vips),
+            "holding": list(i.holding),
+        }
+        for i in status.instances
+    ]
+
+
+def _owner(address: str, host: str, status: HaStatus | None) -> dict[str, Any]:
+    """Who holds a VIP: this host, the peer (as last heard), or nobody."""
+    if status is None:
+        return {"host": host, "instance": None, "state": "standalone", "here": True}
+    for i in status.instances:
+        if address in i.vips:
+            if address in i.holding:
+                return {"host": host, "instance": i.name, "state": i.state, "here": True}
+            peer = i.master if i.state == "backup" and i.master else None
+            return {"host": peer or "unknown", "instance": i.name, "state": i.state, "here": False}
+    return {"host": "nobody", "instance": None, "state": "no VRRP instance", "here": False}
+
+
+def _health_of(
+    service: str, node: str, statuses: Mapping[tuple[str, str], TargetStatus]
+) -> tuple[str, str]:
+    """The verdict and last error for a real server: its own check, else its node's."""
+    for key in ((service, node), ("", node)):
+        s = statuses.get(key)
+        if s is not None:
+            return s.verdict, s.last_error
+    return "unchecked", ""
+
+
+def _services(
+    desired: DesiredState, statuses: Mapping[tuple[str, str], TargetStatus]
+) -> list[dict[str, Any]]:
+    by_service: dict[str, list[VirtualService]] = {}
+    for vs in desired.virtual_services:
+        by_service.setdefault(vs.service, []).append(vs)
+    out: list[dict[str, Any]] = []
+    for key in sorted(set(by_service) | set(desired.allocations)):
+        vss = by_service.get(key, [])
+        alloc = desired.allocations.get(key)
+        first = vss[0] if vss else None
+        out.append(
+            {
+                "key": key,
+                "vips": list(alloc.addresses) if alloc else sorted({v.vip for v in vss}),
+                "pools": list(alloc.pools) if alloc else [],
+                "policy": first.traffic_policy if first else None,
+                "affinity": (
+                    f"ClientIP {first.persistence_timeout}s"
+                    if first and first.persistence_timeout
+                    else "None"
+                ),
+                "scheduler": first.scheduler if first else None,
+                "forwarding": first.forwarding if first else None,
+                "ports": [
+                    {
+                        "vip": v.vip,
+                        "name": v.port_name,
+                        "protocol": v.protocol,
+                        "port": v.port,
+                        "real_port": v.real_port,
+                        "source_ranges": (
+                            None if v.source_ranges is None else list(v.source_ranges)
+                        ),
+                        "real_servers": [
+                            {
+                                "node": rs.node,
+                                "address": rs.address,
+                                "weight": rs.weight,
+                                "health": _health_of(key, rs.node, statuses)[0],
+                                "error": _health_of(key, rs.node, statuses)[1],
+                            }
+                            for rs in v.real_servers
+                        ],
+                    }
+                    for v in vss
+                ],
+            }
+        )
+    return out
+
+
+def build(daemon: Daemon) -> dict[str, Any]:
+    """The whole picture, JSON-ready."""
+    p = daemon.parts
+    ha = p.speaker.status() if p.speaker is not None else None
+    statuses_list = p.health.statuses() if p.health is not None else ()
+    statuses = {s.target.key: s for s in statuses_list}
+    desired = daemon.desired
+    dns = p.dns.stats() if p.dns is not None else None
+    sync = daemon.last_sync
+    data: dict[str, Any] = {
+        "api": API_VERSION,
+        "host": daemon.host,
+        "now": time.time(),
+        "started": daemon.started,
+        "ready": daemon.ready,
+        "config": daemon.config.source,
+        "restart_needed": list(daemon.restart_needed),
+        "source": dict(daemon.source.status()),
+        "sync": None
+        if sync is None
+        else {
+            "time": sync.started,
+            "duration_seconds": sync.seconds,
+            "changed": sync.changed,
+            "summary": sync.summary,
+            "errors": list(sync.errors),
+            "count": sum(daemon.counters.syncs.values()),
+        },
+        "dataplane": None
+        if p.dataplane is None
+        else {
+            "backend": p.dataplane.name,
+            "last": daemon.report.summary() if daemon.report else None,
+            "draining": list(daemon.report.draining) if daemon.report else [],
+        },
+        "vrrp": _vrrp(ha),
+        "vips": [],
+        "services": [],
+        "records": [],
+        "refused": [],
+        "problems": [],
+        "health": [
+            {
+                "service": s.target.service,
+                "node": s.target.node,
+                "endpoint": s.target.endpoint,
+                "verdict": s.verdict,
+                "since": s.since,
+                "last_error": s.last_error,
+                "checks": s.checks,
+            }
+            for s in statuses_list
+        ],
+        "dns": None
+        if dns is None
+        else {
+            "serial": dns.serial,
+            "records": dns.record_count,
+            "zones": list(dns.zones),
+            "listening": list(dns.listening),
+            "queries": dict(dns.queries),
+            "problems": list(dns.problems),
+        },
+        "events": [
+            {"time": e.time, "level": e.level, "message": e.message}
+            for e in reversed(daemon.events)
+        ],
+        "counters": {
+            "syncs": dict(daemon.counters.syncs),
+            "reloads": dict(daemon.counters.reloads),
+            "vrrp_transitions": [
+                {"instance": i, "state": s, "count": n}
+                for (i, s), n in sorted(daemon.counters.vrrp_transitions.items())
+            ],
+            "source_restarts": daemon.counters.source_restarts,
+            "health_checks": p.health.checks if p.health is not None else 0,
+            "garps_sent": _garps(p.speaker),
+        },
+    }
+    if desired is not None:
+        data["vips"] = [
+            {
+                "address": v.address,
+                "pool": v.pool,
+                "services": list(v.services),
+                "owner": _owner(v.address, daemon.host, ha),
+            }
+            for v in desired.vips
+        ]
+        data["services"] = _services(desired, statuses)
+        data["records"] = [
+            {
+                "name": r.name,
+                "type": r.rtype,
+                "data": r.data
+                if r.rtype != "SRV"
+                else f"{r.priority} {r.weight} {r.port} {r.data}",
+                "ttl": r.ttl,
+                "owner": r.owner,
+            }
+            for r in desired.records
+        ]
+        data["refused"] = [str(r) for r in desired.refused]
+        data["problems"] = [str(x) for x in (*desired.problems, *daemon.health_problems)]
+    return data
+
+
+def _garps(speaker: object) -> int:
+    announcer = getattr(speaker, "announcer", None)
+    return int(getattr(announcer, "frames_sent", 0))

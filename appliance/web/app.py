@@ -1,0 +1,134 @@
+"""Flask, read-only: the page, `/api/v1/state`, `/healthz`, `/readyz`, `/metrics`.
+
+The daemon's loop builds a plain-data snapshot and swaps it into a `StateHolder`; the web
+thread only ever reads that one reference, so it never touches the loop's objects.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from appliance.config_types import WebConfig
+
+STALE_AFTER = 10.0  # seconds without a fresh snapshot: the loop is stuck, /healthz says so
+REFRESH = 5  # seconds between page reloads
+
+
+class StateHolder:
+    """The latest snapshot; replaced whole, read without locks."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._data: dict[str, Any] = {"ready": False, "host": "", "events": []}
+        self._at = clock()
+
+    def set(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self._at = self.clock()
+
+    def get(self) -> dict[str, Any]:
+        return self._data
+
+    @property
+    def age(self) -> float:
+        return self.clock() - self._at
+
+
+def create_app(
+    holder: StateHolder, registry: CollectorRegistry, config: WebConfig | None = None
+) -> Flask:
+    web = config or WebConfig()
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.jinja_env.filters["ago"] = _ago
+    app.jinja_env.filters["clock"] = _clock
+
+    @app.before_request
+    def _auth() -> Response | None:
+        if web.username is None or request.path in ("/healthz", "/readyz"):
+            return None
+        a = request.authorization
+        ok = (
+            a is not None
+            and hmac.compare_digest((a.username or "").encode(), web.username.encode())
+            and hmac.compare_digest((a.password or "").encode(), (web.password or "").encode())
+        )
+        if ok:
+            return None
+        return Response(
+            "authentication required\n",
+            401,
+            {"WWW-Authenticate": 'Basic realm="appliance"'},
+            mimetype="text/plain",
+        )
+
+    @app.get("/")
+    def page() -> str:
+        return render_template("index.html", s=holder.get(), refresh=REFRESH)
+
+    @app.get("/api/v1/state")
+    def state() -> Response:
+        return jsonify(holder.get())
+
+    @app.get("/healthz")
+    def healthz() -> tuple[str, int]:
+        if holder.age > STALE_AFTER:
+            return f"stale: no snapshot for {holder.age:.0f}s\n", 503
+        return "ok\n", 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[str, int]:
+        if holder.get().get("ready"):
+            return "ready\n", 200
+        return "not ready: no sync yet\n", 503
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _ago(then: float | None, now: float | None = None) -> str:
+    if not then:
+        return "never"
+    seconds = max(0.0, (now or time.time()) - then)
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _clock(then: float | None) -> str:
+    if not then:
+        return "-"
+    return time.strftime("%H:%M:%S", time.localtime(then))
+
+
+class WebServer:
+    """werkzeug's threaded server on the management address, in a daemon thread."""
+
+    def __init__(self, app: Flask, host: str, port: int) -> None:
+        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,136 @@
+"""/metrics: `appliance_<subsystem>_<name>_<unit>`, `_total` only on counters.
+
+Everything but the sync histogram is read from the same snapshot the page shows, at
+scrape time, so the numbers on the page and in Prometheus never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+SYNC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+VRRP_STATES = ("initialize", "backup", "master", "fault")
+VERDICTS = ("up", "down", "unknown", "unchecked")
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.snapshot()
+        yield _gauge("appliance_daemon_ready", "1 after the first sync", 1 if s.get("ready") else 0)
+        yield _gauge("appliance_plan_vips", "VIPs in the plan", len(s.get("vips", [])))
+        services = s.get("services", [])
+        yield _gauge("appliance_plan_services", "LoadBalancer Services served", len(services))
+        ports = [p for svc in services for p in svc["ports"]]
+        yield _gauge("appliance_plan_virtual_services", "virtual services (VIP:port)", len(ports))
+        yield _gauge("appliance_plan_refused_objects", "objects refused", len(s.get("refused", [])))
+        yield _gauge(
+            "appliance_plan_problems", "problems with accepted objects", len(s.get("problems", []))
+        )
+
+        rs = GaugeMetricFamily(
+            "appliance_dataplane_real_servers",
+            "real servers (node behind a virtual service) by health",
+            labels=["health"],
+        )
+        counts = dict.fromkeys(VERDICTS, 0)
+        for p in ports:
+            for r in p["real_servers"]:
+                counts[r["health"]] = counts.get(r["health"], 0) + 1
+        for verdict, n in counts.items():
+            rs.add_metric([verdict], n)
+        yield rs
+
+        sync = s.get("sync") or {}
+        yield _gauge(
+            "appliance_sync_last_timestamp_seconds",
+            "when the last sync started",
+            sync.get("time", 0),
+        )
+        counters = s.get("counters", {})
+        runs = CounterMetricFamily("appliance_sync_runs", "syncs by result", labels=["result"])
+        for result in ("ok", "error"):
+            runs.add_metric([result], counters.get("syncs", {}).get(result, 0))
+        yield runs
+        reloads = CounterMetricFamily(
+            "appliance_config_reloads", "SIGHUP reloads by result", labels=["result"]
+        )
+        for result in ("ok", "refused"):
+            reloads.add_metric([result], counters.get("reloads", {}).get(result, 0))
+        yield reloads
+
+        state = GaugeMetricFamily(
+            "appliance_vrrp_state",
+            "1 for the state each instance is in",
+            labels=["instance", "state"],
+        )
+        for i in s.get("vrrp", []):
+            for name in VRRP_STATES:
+                state.add_metric([i["instance"], name], 1 if i["state"] == name else 0)
+        yield state
+        transitions = CounterMetricFamily(
+            "appliance_vrrp_transitions", "VRRP state changes", labels=["instance", "state"]
+        )
+        for t in counters.get("vrrp_transitions", []):
+            transitions.add_metric([t["instance"], t["state"]], t["count"])
+        yield transitions
+        yield CounterMetricFamily(
+            "appliance_vrrp_garp_frames",
+            "gratuitous ARPs and unsolicited NAs sent",
+            value=counters.get("garps_sent", 0),
+        )
+
+        dns = s.get("dns") or {}
+        queries = CounterMetricFamily(
+            "appliance_dns_queries", "DNS queries by rcode", labels=["rcode"]
+        )
+        for rcode, n in sorted(dns.get("queries", {}).items()):
+            queries.add_metric([rcode], n)
+        yield queries
+        yield _gauge("appliance_dns_records", "records in the zone", dns.get("records", 0))
+
+        yield CounterMetricFamily(
+            "appliance_health_checks", "health checks run", value=counters.get("health_checks", 0)
+        )
+        targets = GaugeMetricFamily(
+            "appliance_health_targets", "health check targets by verdict", labels=["verdict"]
+        )
+        verdicts = dict.fromkeys(VERDICTS[:3], 0)
+        for t in s.get("health", []):
+            verdicts[t["verdict"]] = verdicts.get(t["verdict"], 0) + 1
+        for verdict, n in verdicts.items():
+            targets.add_metric([verdict], n)
+        yield targets
+
+        source = s.get("source", {})
+        relists = sum(r.get("relists", 0) for r in source.get("resources", []))
+        yield CounterMetricFamily(
+            "appliance_cluster_watch_restarts",
+            "cluster source restarts and relists",
+            value=counters.get("source_restarts", 0) + relists,
+        )
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def make_registry(snapshot: Callable[[], dict[str, Any]]) -> tuple[CollectorRegistry, Histogram]:
+    """A registry of our own (no process-global state) and the sync duration histogram."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    histogram = Histogram(
+        "appliance_sync_duration_seconds",
+        "plan + apply duration",
+        buckets=SYNC_BUCKETS,
+        registry=registry,
+    )
+    return registry, histogram
