@@ -171,6 +171,15 @@ class KubeSource:
                     if ref.failures == 0:
                         ref.failures = 1  # relist at once; a second 410 in a row backs off
                         continue
+                elif e.code == 404 and need_list and not ref.synced:
+                    # The server does not serve this kind (an old cluster without
+                    # networking.k8s.io/v1 Ingress): none of them, rather than no snapshot
+                    # at all. Looked for again now and then.
+                    ref.synced = True
+                    ref.last_error = f"not served by this API server: {e}"
+                    self._changed.set()
+                    await self._sleep(self.backoff_max)
+                    continue
                 else:
                     ref.last_error = str(e)
                 ref.failures += 1

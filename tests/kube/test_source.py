@@ -156,3 +156,19 @@ def test_client_closed_before_the_snapshots_end_is_quiet() -> None:
         await states.aclose()  # raises nothing
 
     run(t)
+
+
+def test_a_kind_the_server_does_not_serve_counts_as_none() -> None:
+    async def t(fake: FakeApiServer) -> None:
+        from appliance.cluster.kube import INGRESSES, RESOURCES, Resource
+
+        seed(fake)
+        missing = Resource("/apis/networking.k8s.io/v1beta9/ingresses", "Ingress", "x/v1beta9")
+        kinds = tuple(missing if r is INGRESSES else r for r in RESOURCES)
+        async with watching(fake, resources=kinds, backoff_max=0.05) as w:
+            state = await w.until(lambda s: True)
+            assert state.ingresses == {} and "default/web" in state.services
+            status = {st.kind: st for st in w.source.status()}
+            assert status["Ingress"].last_error.startswith("not served by this API server: 404")
+
+    run(t)
