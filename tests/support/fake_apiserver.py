@@ -33,6 +33,7 @@ import asyncio
 import copy
 import datetime
 import json
+import ssl
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -74,8 +75,14 @@ class _Watcher:
 class FakeApiServer:
     """`async with FakeApiServer() as api:` serves on 127.0.0.1 at `api.url`."""
 
-    def __init__(self, token: str | None = "test-token", bookmark_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        token: str | None = "test-token",
+        bookmark_interval: float = 1.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.token = token
+        self.tls = tls  # serve https with this context, as the real server always does
         self.minted: set[str] = set()  # tokens from TokenRequests, accepted too
         # With RBAC set, the `rbac_token` holder may do only what those rules allow:
         # (namespace or None for cluster-wide, apiGroups, resources, verbs) per rule.
@@ -98,7 +105,7 @@ class FakeApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> FakeApiServer:
         await self.start()
@@ -112,7 +119,9 @@ class FakeApiServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.tls
+        )
         await site.start()
         if self.port == 0:
             server = site._server
