@@ -145,7 +145,7 @@ def test_pool_exhausted_is_a_warning_event_and_no_status() -> None:
         assert rig.ingress(loser) == []
         (warning,) = rig.events(loser)
         assert (warning["type"], warning["reason"]) == ("Warning", "AllocationFailed")
-        assert warning["note"]
+        assert warning["note"] == "no free IPv4 address in pool 'p'"
         # The same problem on the next sync is not reported again.
         rig.fake.create("services", service("marker", type_="ClusterIP"))
         await rig.sync(lambda s: "default/marker" in s.services)
