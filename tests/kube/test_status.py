@@ -201,3 +201,25 @@ def test_writes_during_an_outage_fail_and_are_retried() -> None:
         assert report.patched == ("default/web",) and not report.retry
 
     run(t)
+
+
+def test_a_refused_service_gets_a_warning_with_the_reason_once() -> None:
+    async def t(rig: Rig) -> None:
+        rig.fake.create("services", service("odd"))
+        stored = rig.fake.store[rig.fake.kind("services")][("default", "odd")]
+        stored["spec"]["ports"] = [{"port": "eighty"}]  # as if stored behind validation
+        stored["metadata"]["resourceVersion"] = "999"
+        rig.fake.create("services", service("web"))
+        await rig.sync(lambda s: "default/web" in s.services)
+        rig.fake.create("services", service("marker", type_="ClusterIP"))
+        await rig.sync(lambda s: "default/marker" in s.services)
+        (refused,) = rig.events("odd")
+        assert (refused["type"], refused["reason"], refused["action"]) == (
+            "Warning",
+            "Refused",
+            "Validate",
+        )
+        assert "port" in refused["note"]
+        assert rig.writer.events is not None and rig.writer.events.dropped >= 1  # the repeat
+
+    run(t)
