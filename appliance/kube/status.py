@@ -122,7 +122,9 @@ class StatusWriter:
         if jobs:
             await asyncio.gather(*jobs)
         if self.events is not None:
-            self.events.forget({("Service", s.namespace, s.name) for s in state.services.values()})
+            keep = {("Service", s.namespace, s.name) for s in state.services.values()}
+            keep.update(("Service", r.namespace, r.name) for r in desired.refused)
+            self.events.forget(keep)
         for gone in [k for k in self._sent if k not in state.services]:
             del self._sent[gone]
         self._written &= state.services.keys()
