@@ -1,0 +1,171 @@
+"""The web (page, JSON API, probes, basic auth, /metrics) and `appliance status`, on a
+snapshot of a daemon that ran against in-memory adapters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import re
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from appliance.config_types import WebConfig
+from appliance.daemon import snapshot
+from appliance.daemon.command import cmd_status, overview
+from appliance.web.app import StateHolder, WebServer, create_app
+from appliance.web.metrics import make_registry
+from tests.unit.test_daemon import Rig, _with_daemon, cluster
+
+NAME = re.compile(r"^appliance_[a-z]+_[a-z0-9_]+$")
+UNITS = ("seconds", "bytes")
+
+
+@pytest.fixture(scope="module")
+def snap() -> dict[str, Any]:
+    """A daemon after two syncs: echo's backend on node-1 failed its check."""
+    rig = Rig()
+    rig.source.push(cluster())
+
+    async def body() -> None:
+        await rig.until(lambda: len(rig.dataplane.applied) == 1, "first apply")
+        rig.health.set(("shop/echo", "node-1"), False)
+        await rig.until(lambda: len(rig.dataplane.applied) == 2, "re-plan")
+        rig.daemon.counters.vrrp_transitions[("vi-1", "master")] += 1
+        snaps.append(snapshot.build(rig.daemon))  # while the speaker is master
+
+    snaps: list[dict[str, Any]] = []
+    asyncio.run(_with_daemon(rig, body))
+    return snaps[0]
+
+
+def client(data: dict[str, Any] | None, web: WebConfig | None = None) -> Any:
+    holder = StateHolder()
+    if data is not None:
+        holder.set(data)
+    registry, histogram = make_registry(holder.get)
+    histogram.observe(0.004)
+    return create_app(holder, registry, web).test_client()
+
+
+def test_page_shows_vips_owners_services_and_the_down_backend(snap: dict[str, Any]) -> None:
+    html = client(snap).get("/").get_data(as_text=True)
+    assert 'name="viewport"' in html and 'http-equiv="refresh"' in html
+    assert "lb-test" in html
+    for v in snap["vips"]:
+        row = re.search(rf'<tr data-vip="{re.escape(v["address"])}">(.*?)</tr>', html, re.S)
+        assert row is not None, v["address"]
+        assert "lb-test" in row.group(1) and "master" in row.group(1)
+    echo = re.search(r'data-service="shop/echo">(.*?)</div>\s*</div>', html, re.S)
+    assert echo is not None
+    assert "policy Local" in echo.group(1)
+    down = re.findall(r'class="rs health-down" data-node="([^"]+)"', echo.group(1))
+    assert set(down) == {"node-1"}
+    assert "first sync" in html  # recent events
+    assert re.search(r"last sync \d\d:\d\d:\d\d", html)
+
+
+def test_page_before_the_first_sync_says_so() -> None:
+    html = client(None).get("/").get_data(as_text=True)
+    assert "no sync yet" in html
+
+
+def test_api_state_is_the_snapshot(snap: dict[str, Any]) -> None:
+    r = client(snap).get("/api/v1/state")
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    assert r.get_json() == json.loads(json.dumps(snap))
+
+
+def test_readyz_follows_the_first_sync_and_healthz_a_stale_loop(snap: dict[str, Any]) -> None:
+    assert client(None).get("/readyz").status_code == 503
+    assert client(snap).get("/readyz").status_code == 200
+    now = [100.0]
+    holder = StateHolder(clock=lambda: now[0])
+    holder.set(snap)
+    app = create_app(holder, make_registry(holder.get)[0]).test_client()
+    assert app.get("/healthz").status_code == 200
+    now[0] += 60  # the loop stopped refreshing the snapshot
+    r = app.get("/healthz")
+    assert r.status_code == 503 and "stale" in r.get_data(as_text=True)
+
+
+def test_basic_auth_guards_everything_but_the_probes(snap: dict[str, Any]) -> None:
+    c = client(snap, WebConfig(username="ops", password="s3cret"))
+    for path in ("/", "/api/v1/state", "/metrics"):
+        r = c.get(path)
+        assert r.status_code == 401 and "Basic" in r.headers["WWW-Authenticate"]
+    wrong = base64.b64encode(b"ops:nope").decode()
+    assert c.get("/", headers={"Authorization": f"Basic {wrong}"}).status_code == 401
+    right = base64.b64encode(b"ops:s3cret").decode()
+    assert c.get("/api/v1/state", headers={"Authorization": f"Basic {right}"}).status_code == 200
+    assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+
+
+def test_metrics_parse_and_follow_the_naming_convention(snap: dict[str, Any]) -> None:
+    text = client(snap).get("/metrics").get_data(as_text=True)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families, "no metrics"
+    for name, f in families.items():
+        assert NAME.match(name), name
+        for sample in f.samples:
+            if f.type == "counter":
+                assert sample.name.endswith(("_total", "_created")), sample.name
+            else:
+                assert "_total" not in sample.name, sample.name
+    # the parser strips _total from counter family names
+    expected_counters = {
+        "appliance_sync_runs", "appliance_vrrp_transitions", "appliance_vrrp_garp_frames",
+        "appliance_dns_queries", "appliance_health_checks", "appliance_cluster_watch_restarts",
+        "appliance_config_reloads",
+    }  # fmt: skip
+    assert {n for n, f in families.items() if f.type == "counter"} == expected_counters
+
+    def value(name: str, **labels: str) -> float:
+        for f in families.values():
+            for s in f.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        raise AssertionError(f"no sample {name} {labels}")
+
+    assert value("appliance_plan_vips") == len(snap["vips"]) == 2
+    assert value("appliance_plan_services") == 2
+    assert value("appliance_dataplane_real_servers", health="down") == 1
+    assert value("appliance_vrrp_state", instance="vi-1", state="master") == 1
+    assert value("appliance_vrrp_state", instance="vi-1", state="backup") == 0
+    assert value("appliance_vrrp_transitions_total", instance="vi-1", state="master") == 1
+    assert value("appliance_dns_queries_total", rcode="NOERROR") == 3
+    assert value("appliance_sync_runs_total", result="ok") == 2
+    assert value("appliance_sync_duration_seconds_count") == 1
+    assert families["appliance_sync_duration_seconds"].type == "histogram"
+
+
+def test_status_overview_in_the_terminal(snap: dict[str, Any]) -> None:
+    text = overview(snap)
+    assert text.startswith("host lb-test (ready)")
+    for v in snap["vips"]:
+        assert re.search(rf"{re.escape(v['address'])}\s+owner lb-test \(master\)", text)
+    assert "shop/echo" in text and "node-1=down" in text
+
+
+def test_status_command_reads_a_running_web(
+    snap: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = StateHolder()
+    holder.set(snap)
+    server = WebServer(create_app(holder, make_registry(holder.get)[0]), "127.0.0.1", 0)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.address[1]}"
+        code = cmd_status(argparse.Namespace(url=url, status_config=None, json=False))
+        out = capsys.readouterr().out
+        assert code == 0 and "host lb-test (ready)" in out
+        code = cmd_status(argparse.Namespace(url=url, status_config=None, json=True))
+        assert code == 0 and json.loads(capsys.readouterr().out)["host"] == "lb-test"
+    finally:
+        server.stop()
+    code = cmd_status(argparse.Namespace(url=url, status_config=None, json=False))
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and url in err
