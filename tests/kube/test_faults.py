@@ -23,6 +23,15 @@ def run(test: Callable[[FakeApiServer], Awaitable[None]], timeout: float = 30) -
 FAST = {"backoff_base": 0.05, "backoff_max": 0.2}
 
 
+async def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    """Poll rather than sleep a fixed time: a loaded machine is slow, not wrong."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 def seed(fake: FakeApiServer) -> None:
     fake.create("nodes", node("n1", "198.18.0.11"))
     fake.create("services", service("web"))
@@ -35,7 +44,11 @@ def test_server_killed_and_restarted_mid_watch() -> None:
         async with watching(fake, **FAST) as w:
             first = await w.until(lambda s: True)
             await fake.stop()
-            await asyncio.sleep(0.5)  # several failed reconnects
+
+            def failing() -> bool:
+                return {st.kind: st for st in w.source.status()}["Service"].failures >= 2
+
+            await eventually(failing)  # several failed reconnects
             assert len(w.snapshots) == 1
             assert w.source.state is first
             status = {st.kind: st for st in w.source.status()}
@@ -73,9 +86,8 @@ def test_server_slower_than_the_timeout_keeps_the_last_state() -> None:
             fake.delay = 1.0
             fake.drop_watches()
             fake.create("services", service("hidden"))
-            await asyncio.sleep(1.5)
+            await eventually(lambda: any("timed out" in st.last_error for st in w.source.status()))
             assert w.source.state is first and len(w.snapshots) == 1
-            assert any("timed out" in st.last_error for st in w.source.status())
             fake.delay = 0.0
             await w.until(lambda s: "default/hidden" in s.services)
 
