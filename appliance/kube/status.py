@@ -116,8 +116,7 @@ class StatusWriter:
             stamp = (wanted, svc.resource_version)
             if self._sent.get(key) == stamp:
                 continue  # sent; the watch has not brought the Service back yet
-            self._sent[key] = stamp
-            jobs.append(self._write(svc, wanted, out))
+            jobs.append(self._write(svc, wanted, stamp, out))
         jobs.extend(self._notices(state, desired, out))
         if jobs:
             await asyncio.gather(*jobs)
@@ -135,7 +134,13 @@ class StatusWriter:
             out.events,
         )
 
-    async def _write(self, svc: Service, wanted: tuple[str, ...], out: _Pending) -> None:
+    async def _write(
+        self,
+        svc: Service,
+        wanted: tuple[str, ...],
+        stamp: tuple[tuple[str, ...], str],
+        out: _Pending,
+    ) -> None:
         path = f"/api/v1/namespaces/{svc.namespace}/services/{svc.name}/status"
         async with self._limit:
             try:
@@ -148,11 +153,13 @@ class StatusWriter:
                     self.ip_mode = False
                     await self._patch(path, wanted)
             except ApiError as e:
-                self._sent.pop(svc.key, None)
                 if e.code == 404:
                     return  # deleted meanwhile; the watch will say so
                 out.failed.append((svc.key, str(e)))
                 return
+        # Noted only once the API took it: a sync cancelled mid-flight (the daemon cancels
+        # a publish that a newer plan supersedes) leaves nothing marked as sent.
+        self._sent[svc.key] = stamp
         if wanted:
             self._written.add(svc.key)
             out.patched.append(svc.key)

@@ -4,6 +4,7 @@ planner."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -221,5 +222,24 @@ def test_a_refused_service_gets_a_warning_with_the_reason_once() -> None:
         )
         assert "port" in refused["note"]
         assert rig.writer.events is not None and rig.writer.events.dropped >= 1  # the repeat
+
+    run(t)
+
+
+def test_a_sync_cancelled_mid_flight_is_redone_by_the_next() -> None:
+    async def t(rig: Rig) -> None:
+        rig.fake.create("services", service("web"))
+        state = await rig.w.until(lambda s: "default/web" in s.services)
+        desired = rig.planner.plan(state)
+        rig.fake.delay = 0.5
+        first = asyncio.create_task(rig.writer.sync(state, desired))
+        while rig.patches() == 0:  # the patch is on its way, its answer delayed
+            await asyncio.sleep(0.01)
+        first.cancel()  # as the daemon does when a newer plan supersedes this one
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        rig.fake.delay = 0.0
+        report = await rig.writer.sync(state, desired)  # the same snapshot: no news from the watch
+        assert report.patched == ("default/web",)
 
     run(t)
