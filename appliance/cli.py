@@ -35,7 +35,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_BAD_CONFIG
     addresses = sum(int(last) - int(first) + 1 for p in config.pools for first, last in p.ranges)
-    source = config.cluster.manifests or config.cluster.kubeconfig
+    cluster = config.cluster
+    source = cluster.manifests or cluster.kubeconfig or cluster.api_server
     print(
         f"{args.config}: OK: {len(config.pools)} pool(s) with {addresses} address(es), "
         f"{len(config.ha.instances)} VRRP instance(s), dataplane {config.dataplane.backend}/"
@@ -97,10 +98,12 @@ def parser() -> argparse.ArgumentParser:
     from appliance.dataplane.command import register as register_dataplane
     from appliance.dns.command import register as register_dns
     from appliance.ha.command import register as register_ha
+    from appliance.kube.command import register as register_kube
 
     register_dataplane(sub)
     register_ha(sub)
     register_dns(sub)
+    register_kube(sub)
     return p
 
 
