@@ -1,0 +1,243 @@
+"""The daemon's test site: an LB host namespace and a node namespace joined by a veth.
+
+    adm-lb    lb0 198.18.50.1/24      the daemon (VRRP on lb0, nftables, DNS, web)
+    adm-node  n0  198.18.50.11, .12   node-1 (kube-proxy healthy), node-2 (kube-proxy gone)
+
+Everything is created inside our own namespaces; nothing touches the host's interfaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+LB, NODE = "adm-lb", "adm-node"
+LB_ADDRESS = "198.18.50.1"
+NODES = {"node-1": "198.18.50.11", "node-2": "198.18.50.12"}
+POOL = "198.18.50.100/30"
+WEB = "127.0.0.1:18080"
+DNS_PORT = 15353
+REPO = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).parent
+
+CONFIG = f"""\
+cluster:
+  manifests: manifests
+pools:
+  - name: default
+    addresses: [{POOL}]
+dataplane:
+  backend: nftables
+ha:
+  interface: lb0
+  instances:
+    - name: vi-1
+      vrid: 50
+      priority: 150
+      advert_interval: 100ms
+      family: IPv4
+dns:
+  listen: ["127.0.0.1:{DNS_PORT}"]
+  zones: [cluster.local]
+health:
+  interval: 200ms
+  timeout: 100ms
+  rise: 1
+  fall: 1
+web:
+  listen: "{WEB}"
+"""
+
+NODES_YAML = "apiVersion: v1\nkind: List\nitems:\n" + "".join(
+    f"""- apiVersion: v1
+  kind: Node
+  metadata: {{name: {name}}}
+  status:
+    addresses: [{{type: InternalIP, address: {address}}}]
+    conditions: [{{type: Ready, status: "True"}}]
+"""
+    for name, address in NODES.items()
+)
+
+
+def service_yaml(name: str, port: int, node_port: int) -> str:
+    """A LoadBalancer Service with one pod on each node."""
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: shop, uid: uid-{name}}}
+spec:
+  type: LoadBalancer
+  selector: {{app: {name}}}
+  ports: [{{name: http, protocol: TCP, port: {port}, targetPort: 8080, nodePort: {node_port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: shop
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+  - {{addresses: [198.18.64.10], nodeName: node-1, conditions: {{ready: true}}}}
+  - {{addresses: [198.18.64.11], nodeName: node-2, conditions: {{ready: true}}}}
+"""
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+def in_ns(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return sh("ip", "netns", "exec", ns, *argv, check=check)
+
+
+class Site:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.manifests = workdir / "manifests"
+        self.config = workdir / "appliance.yaml"
+        self.log = workdir / "daemon.log"
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.helpers: list[subprocess.Popen[str]] = []
+
+    # --- the network -------------------------------------------------------------------
+
+    def up(self) -> None:
+        self.down_network()
+        for ns in (LB, NODE):
+            sh("ip", "netns", "add", ns)
+            in_ns(ns, "ip", "link", "set", "lo", "up")
+        sh(
+            "ip",
+            "-n",
+            LB,
+            "link",
+            "add",
+            "lb0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "n0",
+            "netns",
+            NODE,
+        )
+        in_ns(LB, "ip", "addr", "add", f"{LB_ADDRESS}/24", "dev", "lb0")
+        in_ns(LB, "ip", "link", "set", "lb0", "up")
+        for address in NODES.values():
+            in_ns(NODE, "ip", "addr", "add", f"{address}/24", "dev", "n0")
+        in_ns(NODE, "ip", "link", "set", "n0", "up")
+        # The node answers the VIP's clients through the LB (NAT mode's return path).
+        in_ns(NODE, "ip", "route", "add", "default", "via", LB_ADDRESS)
+        in_ns(LB, "sysctl", "-qw", "net.ipv4.ip_forward=1")  # what the lb_kernel role sets
+        for i, (name, address) in enumerate(NODES.items()):
+            extra = ["--no-healthz"] if i else []
+            self._helper(NODE, str(HERE / "adm_node.py"), name, address, "30080,30081", *extra)
+        self.manifests.mkdir(parents=True, exist_ok=True)
+        (self.manifests / "nodes.yaml").write_text(NODES_YAML)
+        (self.manifests / "web.yaml").write_text(service_yaml("web", 80, 30080))
+        self.config.write_text(CONFIG)
+
+    def _helper(self, ns: str, *argv: str) -> None:
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.helpers.append(p)
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.strip() == "ready", f"{argv}: {line}"
+
+    def down_network(self) -> None:
+        for ns in (LB, NODE):
+            sh("ip", "netns", "del", ns, check=False)
+
+    def down(self) -> None:
+        self.stop_daemon(signal.SIGKILL)
+        for p in self.helpers:
+            p.kill()
+            p.wait()
+        self.helpers.clear()
+        self.down_network()
+
+    # --- the daemon ----------------------------------------------------------------------
+
+    def start_daemon(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        with open(self.log, "ab") as log:
+            self.daemon = subprocess.Popen(
+                ["ip", "netns", "exec", LB, sys.executable, "-m", "appliance.daemon",
+                 "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=env,
+            )  # fmt: skip
+
+    def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        p = self.daemon
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(sig)
+        try:
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            return p.wait()
+        finally:
+            self.daemon = None
+
+    def signal(self, sig: int) -> None:
+        assert self.daemon is not None
+        self.daemon.send_signal(sig)
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
+        r = in_ns(LB, "curl", "-s", "-m", str(timeout), "-w", "\n%{http_code}",
+                  f"http://{WEB}{path}", check=False)  # fmt: skip
+        body, _, code = r.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def state(self) -> Any:
+        code, body = self.get("/api/v1/state")
+        assert code == 200, (code, body)
+        return json.loads(body)
+
+    def wait_for(self, what: str, cond: Any, limit: float = 15.0) -> Any:
+        end = time.monotonic() + limit
+        while True:
+            with contextlib.suppress(Exception):
+                value = cond()
+                if value:
+                    return value
+            if self.daemon is not None and self.daemon.poll() is not None:
+                raise AssertionError(f"daemon exited while waiting for {what}: {self.tail()}")
+            if time.monotonic() > end:
+                raise AssertionError(f"never happened: {what}\n{self.tail()}")
+            time.sleep(0.02)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def log_events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    def nft_elements(self) -> str:
+        return in_ns(LB, "nft", "list", "table", "inet", "appliance", check=False).stdout

@@ -1,0 +1,45 @@
+"""The real daemon in network namespaces (root): files source, nftables, VRRP, DNS, health,
+the web. One site per module; everything is torn down even when a test fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from adm_lab import Site
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    for tool in ("ip", "nft", "curl", "dig"):
+        if shutil.which(tool) is None:
+            return f"needs the {tool} command (apt-packages.txt)"
+    probe = subprocess.run(["ip", "netns", "add", "adm-probe"], check=False, capture_output=True)
+    if probe.returncode != 0:
+        return f"cannot create a network namespace: {probe.stderr.decode().strip()}"
+    subprocess.run(["ip", "netns", "del", "adm-probe"], check=False, capture_output=True)
+    return None
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    why = _why_not()
+    if why:
+        pytest.skip(why)
+    s = Site(tmp_path_factory.mktemp("adm"))
+    try:
+        s.up()
+        s.start_daemon()
+        s.wait_for("ready", lambda: s.get("/readyz")[0] == 200)
+        yield s
+    finally:
+        s.down()
