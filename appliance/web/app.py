@@ -119,7 +119,13 @@ class WebServer:
 
     def __init__(self, app: Flask, host: str, port: int) -> None:
         self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
+        # serve_forever polls for shutdown; its default half second would eat the stop budget
+        self.thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="web",
+            daemon=True,
+        )
 
     @property
     def address(self) -> tuple[str, int]:

@@ -9,9 +9,18 @@ Prints "ready" once every socket listens.
 
 from __future__ import annotations
 
+import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Server(ThreadingHTTPServer):
+    def server_bind(self) -> None:
+        # HTTPServer's own server_bind asks DNS for our name (getfqdn): seconds of timeout
+        # in a namespace without a resolver.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "node", self.server_address[1]
 
 
 def handler(body: bytes) -> type[BaseHTTPRequestHandler]:
@@ -32,10 +41,10 @@ def handler(body: bytes) -> type[BaseHTTPRequestHandler]:
 def main() -> None:
     name, address, ports = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
     reply = handler(name.encode() + b"\n")
-    servers = [ThreadingHTTPServer((address, int(port)), reply) for port in ports]
+    servers = [Server((address, int(port)), reply) for port in ports]
     ok = b'{"lastUpdated": "2026-01-01T00:00:00Z", "currentTime": "2026-01-01T00:00:00Z"}'
     if "--no-healthz" not in sys.argv:
-        servers.append(ThreadingHTTPServer((address, 10256), handler(ok)))
+        servers.append(Server((address, 10256), handler(ok)))
     for s in servers:
         threading.Thread(target=s.serve_forever, daemon=True).start()
     print("ready", flush=True)
