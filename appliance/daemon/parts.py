@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.config_types import Config
 from appliance.dataplane.base import ApplyReport
@@ -21,6 +21,9 @@ from appliance.ha.speaker import HaStatus, InstanceStatus
 from appliance.health.checker import TargetStatus
 from appliance.health.targets import Target
 from appliance.model import ClusterState, DesiredState, Record, Vip
+
+if TYPE_CHECKING:
+    from appliance.kube.link import KubeLink
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +127,8 @@ class KubeFeed:
 
     kind = "kube"
 
-    def __init__(self, config: Config, identity: str) -> None:
-        from appliance.kube.link import KubeLink
-
-        self.link = KubeLink.from_config(config, identity)
+    def __init__(self, link: KubeLink) -> None:
+        self.link = link
         self._open = False
 
     async def open(self) -> None:
@@ -172,7 +173,9 @@ def make_source(config: Config) -> SourcePart:
     """Raises KubeConfigError (one line) when the API settings are unusable."""
     if config.cluster.manifests:
         return FilesFeed(config.cluster.manifests)
-    return KubeFeed(config, socket.gethostname())
+    from appliance.kube.link import KubeLink
+
+    return KubeFeed(KubeLink.from_config(config, socket.gethostname()))
 
 
 def make_parts(config: Config) -> Parts:
