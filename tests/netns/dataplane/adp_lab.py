@@ -116,8 +116,8 @@ class Lab:
         in_ns(LB, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         in_ns(LB, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         for node in NODES:
-            self.start(ns_name(node), str(HERE / "nodeserver.py"), node, *map(str, NODE_PORTS))
-        self.agent = self.spawn(CLIENT, str(HERE / "agent.py"))
+            self.start(ns_name(node), str(HERE / "adp_nodeserver.py"), node, *map(str, NODE_PORTS))
+        self.agent = self.spawn(CLIENT, str(HERE / "adp_agent.py"))
 
     def spawn(self, ns: str, *argv: str) -> subprocess.Popen[str]:
         p = subprocess.Popen(

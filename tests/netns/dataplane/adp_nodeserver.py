@@ -1,6 +1,6 @@
 """A node's NodePort stand-in: answers every TCP line and UDP datagram with its name.
 
-Run inside a node namespace: `python nodeserver.py NAME PORT [PORT...]`. Dual stack.
+Run inside a node namespace: `python adp_nodeserver.py NAME PORT [PORT...]`. Dual stack.
 Prints "ready" once every socket listens.
 """
 
