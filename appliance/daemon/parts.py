@@ -194,9 +194,7 @@ def make_parts(config: Config) -> Parts:
         dns = DnsServer(config.dns)
     health: HealthPart | None = None
     if config.health.enabled:
-        from appliance.health.checker import HealthChecker
-
-        health = HealthChecker()
+        health = counting_checker()
     return Parts(
         source=make_source(config),
         dataplane=make_backend(config),
@@ -204,6 +202,26 @@ def make_parts(config: Config) -> Parts:
         dns=dns,
         health=health,
     )
+
+
+def counting_checker() -> HealthPart:
+    """The health checker, counting every result by outcome for /metrics (the checker
+    itself counts only checks and verdict changes)."""
+    from collections import Counter
+
+    from appliance.health.checker import HealthChecker
+    from appliance.health.probe import Outcome
+
+    class CountingChecker(HealthChecker):
+        def __init__(self) -> None:
+            super().__init__()
+            self.results: Counter[str] = Counter()
+
+        def record(self, key: tuple[str, str], gen: int, outcome: Outcome) -> None:
+            self.results["ok" if outcome.ok else "failed"] += 1
+            super().record(key, gen, outcome)
+
+    return CountingChecker()
 
 
 def close_dataplane(part: DataplanePart | None) -> None:

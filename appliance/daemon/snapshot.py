@@ -189,7 +189,7 @@ def build(daemon: Daemon) -> dict[str, Any]:
                 for (i, s), n in sorted(daemon.counters.vrrp_transitions.items())
             ],
             "source_restarts": daemon.counters.source_restarts,
-            "health_checks": p.health.checks if p.health is not None else 0,
+            "health_checks": dict(getattr(p.health, "results", {})),
             "garps_sent": _garps(p.speaker),
         },
     }

@@ -97,9 +97,12 @@ class SnapshotCollector(Collector):
         yield queries
         yield _gauge("appliance_dns_records", "records in the zone", dns.get("records", 0))
 
-        yield CounterMetricFamily(
-            "appliance_health_checks", "health checks run", value=counters.get("health_checks", 0)
+        checks = CounterMetricFamily(
+            "appliance_health_checks", "health check results", labels=["result"]
         )
+        for result in ("ok", "failed"):
+            checks.add_metric([result], counters.get("health_checks", {}).get(result, 0))
+        yield checks
         targets = GaugeMetricFamily(
             "appliance_health_targets", "health check targets by verdict", labels=["verdict"]
         )

@@ -12,6 +12,7 @@ import os
 import socket
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -161,6 +162,7 @@ class MemoryHealth:
     def __init__(self) -> None:
         self.on_change: Callable[[], None] | None = None
         self.checks = 0
+        self.results: Counter[str] = Counter()
         self.targets: tuple[Target, ...] = ()
         self.verdicts: dict[tuple[str, str], bool] = {}
 
@@ -173,6 +175,7 @@ class MemoryHealth:
     def set(self, key: tuple[str, str], up: bool) -> None:
         self.verdicts[key] = up
         self.checks += 1
+        self.results["ok" if up else "failed"] += 1
         if self.on_change is not None:
             self.on_change()
 

@@ -138,6 +138,8 @@ def test_metrics_parse_and_follow_the_naming_convention(snap: dict[str, Any]) ->
     assert value("appliance_vrrp_transitions_total", instance="vi-1", state="master") == 1
     assert value("appliance_dns_queries_total", rcode="NOERROR") == 3
     assert value("appliance_sync_runs_total", result="ok") == 2
+    assert value("appliance_health_checks_total", result="failed") == 1
+    assert value("appliance_health_checks_total", result="ok") == 0
     assert value("appliance_sync_duration_seconds_count") == 1
     assert families["appliance_sync_duration_seconds"].type == "histogram"
 

@@ -100,6 +100,8 @@ def test_metrics_parse(site: Site) -> None:
     }
     assert state["master"] == 1
     assert families["appliance_vrrp_garp_frames"].samples[0].value > 0
+    checks = {s.labels["result"]: s.value for s in families["appliance_health_checks"].samples}
+    assert checks["ok"] > 0 and checks["failed"] > 0  # node-1 answers, node-2 refuses
     reloads = {s.labels["result"]: s.value for s in families["appliance_config_reloads"].samples}
     assert reloads == {"ok": 1, "refused": 1}
 
