@@ -474,13 +474,17 @@ def test_notifier_without_systemd_does_nothing() -> None:
 
 def test_logs_are_one_json_object_per_line_from_structlog_and_stdlib() -> None:
     out = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogger("werkzeug").level)
     configure("info", stream=out)
     try:
         structlog.get_logger("appliance.daemon").info("synced", vips=3)
         logging.getLogger("appliance.dns.server").warning("dns: %s", "zone problem")
         logging.getLogger("appliance.x").debug("not shown at info")
     finally:
-        logging.getLogger().handlers.clear()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("werkzeug").setLevel(saved[2])
         structlog.reset_defaults()
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(d["event"], d["level"]) for d in lines] == [
