@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -127,12 +128,50 @@ def test_graceful_drain(lab: Lab, backend: IpvsBackend) -> None:
     again = apply(backend, web(real_servers=rest))  # still an active connection: stays
     assert NODES[first] in ipvsadm("-Ln") and again.draining
     assert lab.ask("close c1") == "ok"
-    import time
-
     time.sleep(0.5)
     done = apply(backend, web(real_servers=rest))
     assert NODES[first] not in ipvsadm("-Ln"), (done, ipvsadm("-Ln"))
     assert backend.pending_drains() == 0
+
+
+def test_local_policy_only_nodes_with_endpoints(lab: Lab, backend: IpvsBackend) -> None:
+    # plan() gives Local services only the nodes that run an endpoint: node1 and node3.
+    apply(backend, web(traffic_policy="Local", real_servers=(RS[0], RS[2])))
+    got = lab.spread(VIP, 80, 12)
+    assert got == Counter({"node1": 6, "node3": 6}), got
+
+
+def test_drain_timeout_removes_even_with_open_connection(lab: Lab) -> None:
+    b = IpvsBackend(DataplaneConfig(drain_timeout=1.0), Ownership.of_pools([POOL]), netns=LB)
+    try:
+        asyncio.run(b.apply(state(web())))
+        first = lab.ask(f"open c2 {CLIENTS[1]} {VIP} 80")
+        rest = tuple(rs for rs in RS if rs.node != first)
+        asyncio.run(b.apply(state(web(real_servers=rest))))
+        asyncio.run(b.apply(state(web(real_servers=rest))))
+        assert NODES[first] in ipvsadm("-Ln")  # still draining: a connection is open
+        time.sleep(1.2)
+        asyncio.run(b.apply(state(web(real_servers=rest))))
+        assert NODES[first] not in ipvsadm("-Ln")
+        assert b.pending_drains() == 0
+    finally:
+        lab.ask("close c2")
+        b.close()
+
+
+def test_udp_flow_moves_when_its_node_leaves(lab: Lab, backend: IpvsBackend) -> None:
+    dns = VirtualService(VIP, 53, "UDP", "rr", 30053, RS, "default/dns")
+    apply(backend, dns)
+    pinned = {lab.ask(f"udp {CLIENTS[2]} 40053 {VIP} 53") for _ in range(3)}
+    assert len(pinned) == 1 and pinned <= set(NODES), pinned
+    node = pinned.pop()
+    rest = replace(dns, real_servers=tuple(rs for rs in RS if rs.node != node))
+    apply(backend, rest)  # weight 0: UDP has no active connections...
+    apply(backend, rest)  # ...so the next pass deletes it
+    assert NODES[node] not in ipvsadm("-Ln")
+    # expire_nodest_conn: the first datagram may go down with the old entry, then it moves
+    answers = [lab.ask(f"udp {CLIENTS[2]} 40053 {VIP} 53") for _ in range(3)]
+    assert answers[-1] in NODES and answers[-1] != node, answers
 
 
 def test_udp_and_ipv6(lab: Lab, backend: IpvsBackend) -> None:
