@@ -49,7 +49,8 @@ async def serve(config: Config, config_path: str) -> int:
     )
     holder = StateHolder()
     registry, histogram = make_registry(holder.get)
-    daemon.on_tick.append(lambda: holder.set(snapshot.build(daemon)))
+    snapshots = snapshot.Snapshots(daemon)
+    daemon.on_tick.append(lambda: holder.set(snapshots.build()))
     daemon.on_sync.append(lambda record: histogram.observe(record.seconds))
     host, port = config.web.listen
     try:

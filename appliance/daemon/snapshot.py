@@ -114,8 +114,54 @@ def _services(
     return out
 
 
-def build(daemon: Daemon) -> dict[str, Any]:
-    """The whole picture, JSON-ready."""
+class Snapshots:
+    """`build` with a memory: the big parts (Services, records) are rebuilt only when the
+    plan or a health verdict changed, so the once-a-second refresh stays cheap at
+    thousands of Services."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._key: tuple[object, ...] | None = None
+        self._parts: dict[str, Any] = {}
+
+    def build(self) -> dict[str, Any]:
+        return build(self.daemon, self)
+
+    def parts(
+        self, desired: DesiredState, statuses: Mapping[tuple[str, str], TargetStatus]
+    ) -> dict[str, Any]:
+        verdicts = tuple((k, s.verdict, s.last_error) for k, s in statuses.items())
+        key = (id(desired), desired, verdicts)
+        if key != self._key:
+            self._parts = _plan_parts(desired, statuses)
+            self._key = key
+        return self._parts
+
+
+def _plan_parts(
+    desired: DesiredState, statuses: Mapping[tuple[str, str], TargetStatus]
+) -> dict[str, Any]:
+    return {
+        "services": _services(desired, statuses),
+        "records": [
+            {
+                "name": r.name,
+                "type": r.rtype,
+                "data": r.data
+                if r.rtype != "SRV"
+                else f"{r.priority} {r.weight} {r.port} {r.data}",
+                "ttl": r.ttl,
+                "owner": r.owner,
+            }
+            for r in desired.records
+        ],
+        "refused": [str(r) for r in desired.refused],
+    }
+
+
+def build(daemon: Daemon, cache: Snapshots | None = None) -> dict[str, Any]:
+    """The whole picture, JSON-ready. The page's copy is never mutated, so cached parts
+    may be shared between snapshots."""
     p = daemon.parts
     ha = p.speaker.status() if p.speaker is not None else None
     statuses_list = p.health.statuses() if p.health is not None else ()
@@ -203,20 +249,8 @@ def build(daemon: Daemon) -> dict[str, Any]:
             }
             for v in desired.vips
         ]
-        data["services"] = _services(desired, statuses)
-        data["records"] = [
-            {
-                "name": r.name,
-                "type": r.rtype,
-                "data": r.data
-                if r.rtype != "SRV"
-                else f"{r.priority} {r.weight} {r.port} {r.data}",
-                "ttl": r.ttl,
-                "owner": r.owner,
-            }
-            for r in desired.records
-        ]
-        data["refused"] = [str(r) for r in desired.refused]
+        parts = cache.parts(desired, statuses) if cache else _plan_parts(desired, statuses)
+        data.update(parts)
         data["problems"] = [str(x) for x in (*desired.problems, *daemon.health_problems)]
     return data
 

@@ -524,3 +524,24 @@ def test_instance_vips_match_what_the_snapshot_expects() -> None:
     inst = VrrpInstance("vi-1", 51, pools=("default",))
     vips = [Vip("198.18.50.17", "default", ("shop/web",)), Vip("198.18.50.99", "other", ())]
     assert instance_vips(inst, vips) == ("198.18.50.17",)
+
+
+def test_snapshots_rebuild_the_big_parts_only_when_plan_or_verdicts_change() -> None:
+    rig = Rig()
+    rig.source.push(cluster())
+    snaps = snapshot.Snapshots(rig.daemon)
+    seen: list[dict[str, Any]] = []
+
+    async def body() -> None:
+        await rig.until(lambda: len(rig.dataplane.applied) == 1, "first apply")
+        seen.extend((snaps.build(), snaps.build()))
+        rig.health.set(("shop/echo", "node-1"), False)
+        await rig.until(lambda: len(rig.dataplane.applied) == 2, "re-plan")
+        seen.append(snaps.build())
+
+    asyncio.run(_with_daemon(rig, body))
+    first, again, after = seen
+    assert again["services"] is first["services"]  # nothing changed: reused
+    assert after["services"] is not first["services"]
+    assert after["services"] == snapshot.build(rig.daemon)["services"]
+    assert after["services"] != first["services"]
