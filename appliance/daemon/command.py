@@ -30,7 +30,7 @@ async def serve(config: Config, config_path: str) -> int:
     from appliance.daemon import snapshot
     from appliance.daemon.loop import Daemon
     from appliance.daemon.notify import Notifier
-    from appliance.daemon.parts import make_parts, make_source
+    from appliance.daemon.parts import make_dns, make_parts, make_source
     from appliance.kube.api import KubeConfigError
     from appliance.web.app import StateHolder, WebServer, create_app
     from appliance.web.metrics import make_registry
@@ -45,6 +45,7 @@ async def serve(config: Config, config_path: str) -> int:
         parts,
         load_config=lambda: load_config(config_path),
         make_source=make_source,
+        make_dns=make_dns,
         notifier=Notifier(),
     )
     holder = StateHolder()

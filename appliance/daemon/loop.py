@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import time
 from collections import Counter, deque
@@ -22,9 +23,9 @@ from typing import Any
 import structlog
 
 from appliance.config import ConfigError
-from appliance.config_types import Config
+from appliance.config_types import Config, DnsConfig
 from appliance.daemon.notify import Notifier
-from appliance.daemon.parts import Parts, SourcePart, close_dataplane
+from appliance.daemon.parts import DnsPart, Parts, SourcePart, close_dataplane
 from appliance.dataplane.base import ApplyReport
 from appliance.ha.speaker import InstanceStatus
 from appliance.health.targets import derive_targets
@@ -36,6 +37,7 @@ log = structlog.get_logger("appliance.daemon")
 DEBOUNCE = 0.005  # seconds: a burst of watch events becomes one plan
 TICK = 1.0  # seconds between liveness ticks (watchdog, page refresh) when idle
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff after a failed apply
+RESTART_SECTIONS = ("dataplane", "ha", "dns", "web")
 STOP_BUDGET = 0.9  # seconds from SIGTERM to exit; systemd and the peer expect it fast
 EVENTS_KEPT = 200
 
@@ -78,6 +80,7 @@ class Daemon:
         *,
         load_config: Callable[[], Config] | None = None,
         make_source: Callable[[Config], SourcePart] | None = None,
+        make_dns: Callable[[DnsConfig], DnsPart | None] | None = None,
         notifier: Notifier | None = None,
         debounce: float = DEBOUNCE,
         tick: float = TICK,
@@ -88,6 +91,7 @@ class Daemon:
         self.source = parts.source
         self.load_config = load_config
         self.make_source = make_source
+        self.make_dns = make_dns
         self.notifier = notifier or Notifier({})
         self.debounce = debounce
         self.tick = tick
@@ -104,6 +108,10 @@ class Daemon:
         self.ready = False
         self.stopping = False
         self.restart_needed: tuple[str, ...] = ()  # config sections a reload could not apply
+        # What the running parts were built from: a reload is compared with this, not with
+        # the previous reload, so a pending restart is never forgotten.
+        self._built = {s: getattr(config, s) for s in RESTART_SECTIONS}
+        self._dns_wanted: DnsConfig | None = None
         self.on_sync: list[Callable[[SyncRecord], None]] = []  # metrics observe durations
         self.on_tick: list[Callable[[], None]] = []  # after each sync and tick: the page's copy
         self._dirty = False
@@ -152,10 +160,12 @@ class Daemon:
         self.config = new
         # A new Planner for the new config, seeded so every VIP stays where it is.
         self.planner = Planner(new, previous=self.planner.allocations)
-        # Listening sockets, the VRRP instances and the backend are built at start.
-        pending = [
-            s for s in ("dataplane", "ha", "dns", "web") if getattr(old, s) != getattr(new, s)
-        ]
+        # The VRRP instances, the backend and the web are built at start; DNS is rebuilt
+        # on the loop (new zones, new addresses) before the next sync.
+        pending = [s for s in RESTART_SECTIONS if self._built[s] != getattr(new, s)]
+        if "dns" in pending and self.make_dns is not None:
+            pending.remove("dns")
+            self._dns_wanted = new.dns
         self.restart_needed = tuple(pending)
         if new.cluster != old.cluster and self.make_source is not None:
             self._replace_source(self.make_source(new))
@@ -264,6 +274,8 @@ class Daemon:
         if state is None:
             return None
         started, t0 = time.time(), time.perf_counter()
+        if self._dns_wanted is not None:
+            await self._swap_dns(self._dns_wanted)
         p = self.parts
         errors: list[str] = []
         health = p.health.health() if p.health is not None else None
@@ -302,6 +314,29 @@ class Daemon:
         self._after(record)
         self._ticked()
         return record
+
+    async def _swap_dns(self, wanted: DnsConfig) -> None:
+        """Stop the DNS server and start one for the new config; if that cannot listen,
+        bring the old one back (an old zone beats no answers)."""
+        assert self.make_dns is not None
+        self._dns_wanted = None
+        old_config = self._built["dns"]
+        assert isinstance(old_config, DnsConfig)
+        if self.parts.dns is not None:
+            await self.parts.dns.stop()
+        new = self.make_dns(wanted)
+        try:
+            if new is not None:
+                await new.start()
+            self._built["dns"] = wanted
+            self.event("info", "DNS restarted with the new config")
+        except OSError as e:
+            log.error("dns: the new config cannot listen; the old one stays", error=str(e))
+            self.event("error", f"DNS not reloaded: {e}; the old config stays")
+            new = self.make_dns(old_config)
+            if new is not None:
+                await new.start()
+        self.parts = dataclasses.replace(self.parts, dns=new)
 
     def _after(self, record: SyncRecord) -> None:
         self.counters.syncs["error" if record.errors else "ok"] += 1

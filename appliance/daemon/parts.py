@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from appliance.config_types import Config
+from appliance.config_types import Config, DnsConfig
 from appliance.dataplane.base import ApplyReport
 from appliance.dns.server import DnsStats
 from appliance.ha.speaker import HaStatus, InstanceStatus
@@ -178,6 +178,14 @@ def make_source(config: Config) -> SourcePart:
     return KubeFeed(KubeLink.from_config(config, socket.gethostname()))
 
 
+def make_dns(config: DnsConfig) -> DnsPart | None:
+    if not config.enabled:
+        return None
+    from appliance.dns.server import DnsServer
+
+    return DnsServer(config)
+
+
 def make_parts(config: Config) -> Parts:
     """The real adapters the config asks for. Nothing is started here."""
     from appliance.dataplane.command import make_backend
@@ -187,11 +195,7 @@ def make_parts(config: Config) -> Parts:
         from appliance.ha.speaker import Speaker
 
         speaker = Speaker(config.ha, pools=config.pools)
-    dns: DnsPart | None = None
-    if config.dns.enabled:
-        from appliance.dns.server import DnsServer
-
-        dns = DnsServer(config.dns)
+    dns = make_dns(config.dns)
     health: HealthPart | None = None
     if config.health.enabled:
         health = counting_checker()

@@ -21,7 +21,7 @@ import pytest
 import structlog
 
 from appliance.config import ConfigError
-from appliance.config_types import Config, HealthConfig
+from appliance.config_types import Config, DnsConfig, HealthConfig, WebConfig
 from appliance.daemon import loop as daemon_loop
 from appliance.daemon import snapshot
 from appliance.daemon.logs import configure
@@ -139,12 +139,15 @@ class MemorySpeaker:
 
 
 class MemoryDns:
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, config: DnsConfig | None = None) -> None:
         self.journal = journal
+        self.config = config or DnsConfig()
         self.records: frozenset[Record] = frozenset()
 
     async def start(self) -> None:
-        self.journal.append("dns.start")
+        if self.config.listen == (("198.18.50.9", 53),):  # an address this host lacks
+            raise OSError("cannot listen on 198.18.50.9:53/udp: Cannot assign requested address")
+        self.journal.append(f"dns.start:{','.join(self.config.zones)}")
 
     async def update(self, records: Iterable[Record]) -> object:
         self.journal.append("dns.update")
@@ -387,6 +390,53 @@ def test_reload_with_a_good_config_replans_and_keeps_every_vip() -> None:
     before, after = ({v.address for v in d.vips} for d in rig.dataplane.applied)
     assert before == after
     assert all(a.startswith("198.18.50.") and int(a.split(".")[3]) < 32 for a in after)
+
+
+def test_reload_restarts_dns_with_new_zones_and_keeps_the_old_if_it_cannot_listen() -> None:
+    cfg = base_config()
+    configs = [
+        replace(cfg, dns=DnsConfig(zones=("cluster.local", "k8s.example.com"))),
+        replace(cfg, dns=DnsConfig(listen=(("198.18.50.9", 53),), zones=("other.example",))),
+    ]
+    rig = Rig(cfg, load_config=lambda: configs.pop(0))
+    servers: list[MemoryDns] = []
+
+    def make_dns(c: DnsConfig) -> MemoryDns:
+        servers.append(MemoryDns(rig.journal, c))
+        return servers[-1]
+
+    rig.daemon.make_dns = make_dns
+    rig.source.push(cluster())
+
+    async def body() -> None:
+        await rig.until(lambda: len(rig.dataplane.applied) == 1, "first apply")
+        assert rig.daemon.reload()
+        await rig.until(lambda: len(rig.dataplane.applied) == 2, "apply after reload")
+        assert rig.daemon.reload()
+        await rig.until(lambda: len(rig.dataplane.applied) == 3, "apply after reload")
+
+    asyncio.run(_with_daemon(rig, body))
+    starts = [e for e in rig.journal if e.startswith(("dns.start", "dns.stop"))]
+    assert starts == [
+        "dns.start:cluster.local",  # the first server, from the Rig
+        "dns.stop",
+        "dns.start:cluster.local,k8s.example.com",
+        "dns.stop",  # the new listen address fails: the previous config comes back
+        "dns.start:cluster.local,k8s.example.com",
+        "dns.stop",  # shutdown
+    ]
+    assert rig.daemon.parts.dns is servers[-1] and servers[-1].records
+    assert any("DNS not reloaded" in e.message for e in rig.daemon.events)
+    assert rig.daemon.restart_needed == ()
+
+
+def test_a_pending_restart_is_remembered_across_reloads() -> None:
+    cfg = base_config()
+    web = replace(cfg, web=WebConfig(listen=("127.0.0.1", 9090)))
+    configs = [web, replace(web, health=HealthConfig(interval=7.0))]
+    rig = Rig(cfg, load_config=lambda: configs.pop(0))
+    assert rig.daemon.reload() and rig.daemon.restart_needed == ("web",)
+    assert rig.daemon.reload() and rig.daemon.restart_needed == ("web",)
 
 
 # --- stopping ------------------------------------------------------------------------------
