@@ -171,3 +171,30 @@ def test_status_command_reads_a_running_web(
     code = cmd_status(argparse.Namespace(url=url, status_config=None, json=False))
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and url in err
+
+
+def test_status_command_takes_address_and_password_from_the_config(
+    snap: dict[str, Any], tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = StateHolder()
+    holder.set(snap)
+    web = WebConfig(username="ops", password="s3cret")
+    server = WebServer(create_app(holder, make_registry(holder.get)[0], web), "127.0.0.1", 0)
+    server.start()
+    try:
+        (tmp_path / "manifests").mkdir()
+        config = tmp_path / "appliance.yaml"
+        config.write_text(
+            "cluster: {manifests: manifests}\n"
+            "pools: [{name: default, addresses: [198.18.50.16/28]}]\n"
+            f"web:\n  listen: 127.0.0.1:{server.address[1]}\n"
+            "  basic_auth: {username: ops, password: s3cret}\n"
+        )
+        args = argparse.Namespace(url=None, status_config=str(config), json=False)
+        assert cmd_status(args) == 0
+        assert "host lb-test (ready)" in capsys.readouterr().out
+        config.write_text(config.read_text().replace("s3cret", "wrong"))
+        assert cmd_status(args) == 1
+        assert "HTTP 401" in capsys.readouterr().err
+    finally:
+        server.stop()
