@@ -3,6 +3,7 @@
 One line in, one line out on stdin/stdout, so a test drives many requests without paying
 for a process each:
   tcp SRC DST PORT          -> the name that answered, or "ERR <why>"
+  sctp SRC DST PORT         -> the same over SCTP
   udp SRC SPORT DST PORT    -> the name that answered, or "ERR <why>"
   open ID SRC DST PORT      -> the name, keeping the connection
   send ID                   -> the name, over the kept connection
@@ -40,6 +41,14 @@ def main() -> None:
             if words[0] == "tcp":
                 src, dst, port = words[1], words[2], int(words[3])
                 with socket.socket(family(dst), socket.SOCK_STREAM) as s:
+                    s.settimeout(TIMEOUT)
+                    s.bind((src, 0))
+                    s.connect((dst, port))
+                    out = ask(s)
+            elif words[0] == "sctp":
+                src, dst, port = words[1], words[2], int(words[3])
+                kind = socket.IPPROTO_SCTP
+                with socket.socket(family(dst), socket.SOCK_STREAM, kind) as s:
                     s.settimeout(TIMEOUT)
                     s.bind((src, 0))
                     s.connect((dst, port))

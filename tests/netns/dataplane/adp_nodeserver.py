@@ -10,6 +10,8 @@ import asyncio
 import socket
 import sys
 
+SCTP_PORT = 30090
+
 
 class Udp(asyncio.DatagramProtocol):
     def __init__(self, name: bytes) -> None:
@@ -49,6 +51,13 @@ async def main(name: str, ports: list[int]) -> None:
         u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         u.bind(("::", port))
         await loop.create_datagram_endpoint(lambda: Udp(reply), sock=u)
+    try:  # SCTP where the kernel has it (the VM's Debian kernel does; not every host)
+        sc = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_SCTP)
+        sc.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sc.bind(("::", SCTP_PORT))
+        servers.append(await asyncio.start_server(handle, sock=sc, backlog=64))
+    except OSError:
+        pass
     print("ready", flush=True)
     await asyncio.Event().wait()
 

@@ -53,6 +53,7 @@ def ipvsadm(*args: str) -> str:
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     subprocess.run(["modprobe", "ip_vs"], check=True)
+    subprocess.run(["modprobe", "sctp"], check=True)  # before the node servers start
     lab = Lab()
     try:
         lab.up()
@@ -172,6 +173,14 @@ def test_udp_flow_moves_when_its_node_leaves(lab: Lab, backend: IpvsBackend) -> 
     # expire_nodest_conn: the first datagram may go down with the old entry, then it moves
     answers = [lab.ask(f"udp {CLIENTS[2]} 40053 {VIP} 53") for _ in range(3)]
     assert answers[-1] in NODES and answers[-1] != node, answers
+
+
+def test_sctp(lab: Lab, backend: IpvsBackend) -> None:
+    sctp = VirtualService(VIP, 9000, "SCTP", "rr", 30090, RS, "default/sctp")
+    apply(backend, sctp)
+    assert f"SCTP {VIP}:9000 rr" in ipvsadm("-Ln"), ipvsadm("-Ln")
+    got = Counter(lab.ask(f"sctp {CLIENTS[0]} {VIP} 9000") for _ in range(6))
+    assert got == Counter(dict.fromkeys(NODES, 2)), got
 
 
 def test_udp_and_ipv6(lab: Lab, backend: IpvsBackend) -> None:
