@@ -1,7 +1,9 @@
 """The daemon's test site: an LB host namespace and a node namespace joined by a veth.
 
     adm-lb    lb0 198.18.50.1/24      the daemon (VRRP on lb0, nftables, DNS, web)
-    adm-node  n0  198.18.50.11, .12   node-1 (kube-proxy healthy), node-2 (kube-proxy gone)
+    adm-peer  kp0 198.18.50.2/24      keepalived, the backup LB host (VRRP priority 100)
+    adm-node  br0 198.18.50.11, .12   the LAN's bridge; node-1 (kube-proxy healthy) and
+                                      node-2 (kube-proxy gone)
 
 Everything is created inside our own namespaces; nothing touches the host's interfaces.
 """
@@ -18,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-LB, NODE = "adm-lb", "adm-node"
-LB_ADDRESS = "198.18.50.1"
+LB, NODE, PEER = "adm-lb", "adm-node", "adm-peer"
+LB_ADDRESS, PEER_ADDRESS = "198.18.50.1", "198.18.50.2"
 NODES = {"node-1": "198.18.50.11", "node-2": "198.18.50.12"}
 POOL = "198.18.50.100/30"
 WEB = "127.0.0.1:18080"
@@ -53,6 +55,24 @@ health:
   fall: 1
 web:
   listen: "{WEB}"
+"""
+
+KEEPALIVED = """\
+global_defs {
+  router_id adm-peer
+  vrrp_version 3
+  enable_script_security
+}
+vrrp_instance adm {
+  interface kp0
+  state BACKUP
+  virtual_router_id 50
+  priority 100
+  advert_int 0.1
+  virtual_ipaddress {
+    198.18.50.100/32 dev kp0
+  }
+}
 """
 
 NODES_YAML = "apiVersion: v1\nkind: List\nitems:\n" + "".join(
@@ -107,34 +127,27 @@ class Site:
         self.log = workdir / "daemon.log"
         self.daemon: subprocess.Popen[bytes] | None = None
         self.helpers: list[subprocess.Popen[str]] = []
+        self.keepalived: subprocess.Popen[bytes] | None = None
 
     # --- the network -------------------------------------------------------------------
 
     def up(self) -> None:
         self.down_network()
-        for ns in (LB, NODE):
+        for ns in (LB, NODE, PEER):
             sh("ip", "netns", "add", ns)
             in_ns(ns, "ip", "link", "set", "lo", "up")
-        sh(
-            "ip",
-            "-n",
-            LB,
-            "link",
-            "add",
-            "lb0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "n0",
-            "netns",
-            NODE,
-        )
-        in_ns(LB, "ip", "addr", "add", f"{LB_ADDRESS}/24", "dev", "lb0")
-        in_ns(LB, "ip", "link", "set", "lb0", "up")
+        # The LAN: a bridge inside the node namespace, the nodes' addresses on it.
+        in_ns(NODE, "ip", "link", "add", "br0", "type", "bridge")
+        for ns, ifname, port, address in ((LB, "lb0", "p-lb", LB_ADDRESS),
+                                          (PEER, "kp0", "p-kp", PEER_ADDRESS)):  # fmt: skip
+            sh("ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", port,
+               "netns", NODE)  # fmt: skip
+            in_ns(ns, "ip", "addr", "add", f"{address}/24", "dev", ifname)
+            in_ns(ns, "ip", "link", "set", ifname, "up")
+            in_ns(NODE, "ip", "link", "set", port, "master", "br0", "up")
         for address in NODES.values():
-            in_ns(NODE, "ip", "addr", "add", f"{address}/24", "dev", "n0")
-        in_ns(NODE, "ip", "link", "set", "n0", "up")
+            in_ns(NODE, "ip", "addr", "add", f"{address}/24", "dev", "br0")
+        in_ns(NODE, "ip", "link", "set", "br0", "up")
         # The node answers the VIP's clients through the LB (NAT mode's return path).
         in_ns(NODE, "ip", "route", "add", "default", "via", LB_ADDRESS)
         in_ns(LB, "sysctl", "-qw", "net.ipv4.ip_forward=1")  # what the lb_kernel role sets
@@ -158,12 +171,46 @@ class Site:
         line = p.stdout.readline()
         assert line.strip() == "ready", f"{argv}: {line}"
 
+    def start_keepalived(self) -> None:
+        """The backup LB host: Debian's keepalived, VRRP only, a child we wait on."""
+        conf = self.workdir / "keepalived.conf"
+        conf.write_text(KEEPALIVED)
+        pids = [self.workdir / "keepalived.pid", self.workdir / "vrrp.pid"]
+        for p in pids:
+            p.unlink(missing_ok=True)  # a stale PID file makes keepalived refuse to start
+        with open(self.workdir / "keepalived.log", "ab") as log:
+            self.keepalived = subprocess.Popen(
+                ["ip", "netns", "exec", PEER, "keepalived", "-n", "-l", "-D", "-P", "-f",
+                 str(conf), "-p", str(pids[0]), "-r", str(pids[1])],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def keepalived_state(self) -> str | None:
+        """What keepalived last logged: MASTER, BACKUP, FAULT."""
+        state = None
+        for line in (self.workdir / "keepalived.log").read_text(errors="replace").splitlines():
+            if "(adm) Entering " in line and " STATE" in line:
+                state = line.split("(adm) Entering ", 1)[1].split(" STATE", 1)[0]
+        return state
+
+    def peer_vips(self) -> set[str]:
+        out = in_ns(PEER, "ip", "-4", "-o", "addr", "show", "dev", "kp0").stdout
+        return {line.split()[3].split("/")[0] for line in out.splitlines()} - {PEER_ADDRESS}
+
     def down_network(self) -> None:
-        for ns in (LB, NODE):
+        for ns in (LB, NODE, PEER):
             sh("ip", "netns", "del", ns, check=False)
 
     def down(self) -> None:
         self.stop_daemon(signal.SIGKILL)
+        if self.keepalived is not None:
+            self.keepalived.terminate()
+            try:
+                self.keepalived.wait(5)
+            except subprocess.TimeoutExpired:
+                self.keepalived.kill()
+                self.keepalived.wait()
+            self.keepalived = None
         for p in self.helpers:
             p.kill()
             p.wait()

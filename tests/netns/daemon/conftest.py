@@ -20,7 +20,7 @@ from adm_lab import Site
 def _why_not() -> str | None:
     if os.geteuid() != 0:
         return "needs root for network namespaces"
-    for tool in ("ip", "nft", "curl", "dig"):
+    for tool in ("ip", "nft", "curl", "dig", "keepalived"):
         if shutil.which(tool) is None:
             return f"needs the {tool} command (apt-packages.txt)"
     probe = subprocess.run(["ip", "netns", "add", "adm-probe"], check=False, capture_output=True)
@@ -38,6 +38,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     s = Site(tmp_path_factory.mktemp("adm"))
     try:
         s.up()
+        s.start_keepalived()
+        s.wait_for("keepalived up", lambda: s.keepalived_state() is not None)
         s.start_daemon()
         s.wait_for("ready", lambda: s.get("/readyz")[0] == 200)
         yield s

@@ -5,10 +5,11 @@ and `ip addr` are the observers; the tests run in order on one daemon."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections import Counter
 
-from adm_lab import DNS_PORT, LB, Site, in_ns, service_yaml
+from adm_lab import DNS_PORT, LB, NODE, Site, in_ns, service_yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -31,9 +32,12 @@ def test_first_sync_programs_kernel_vrrp_dns_and_the_api(site: Site) -> None:
     vip = site.wait_for("a VIP", lambda: site.state()["vips"])[0]["address"]
     assert vip == "198.18.50.100"
     assert vip in site.nft_elements()
+    # keepalived (priority 100) on the backup host; ours (150) preempts it
     master = site.wait_for("VRRP master", lambda: site.state()["vrrp"][0]["state"] == "master")
     assert master
     site.wait_for("the VIP on lb0", lambda: vips_on_lb0() == {vip})
+    site.wait_for("keepalived backup", lambda: site.keepalived_state() == "BACKUP")
+    assert site.peer_vips() == set()
     assert dig("web.shop.svc.cluster.local") == [vip]
     # the page's copy is refreshed every second: wait for it to see the VIP held here
     s = site.wait_for(
@@ -108,10 +112,31 @@ def test_metrics_parse(site: Site) -> None:
 
 def test_sigterm_resigns_removes_the_vip_and_exits(site: Site) -> None:
     assert vips_on_lb0() == {"198.18.50.100"}
-    t0 = time.monotonic()
-    code = site.stop_daemon(signal.SIGTERM)
-    print(f"SIGTERM -> exit: {(time.monotonic() - t0) * 1000:.0f} ms")
-    assert code == 0, site.tail()
-    assert vips_on_lb0() == set()
+    assert site.keepalived_state() == "BACKUP"
+    # tcpdump on the LAN's bridge port of our host: what we send when we resign
+    dump = subprocess.Popen(
+        ["ip", "netns", "exec", NODE, "tcpdump", "-i", "p-lb", "-l", "-n", "-v", "vrrp"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert dump.stderr is not None
+        assert "listening on" in dump.stderr.readline()
+        t0 = time.monotonic()
+        code = site.stop_daemon(signal.SIGTERM)
+        print(f"SIGTERM -> exit: {(time.monotonic() - t0) * 1000:.0f} ms")
+        assert code == 0, site.tail()
+        assert vips_on_lb0() == set()
+        # the backup heard priority 0 and took over
+        site.wait_for("keepalived master", lambda: site.peer_vips() == {"198.18.50.100"})
+        print(f"SIGTERM -> keepalived holds the VIP: {(time.monotonic() - t0) * 1000:.0f} ms")
+        assert site.keepalived_state() == "MASTER"
+    finally:
+        time.sleep(0.1)  # let tcpdump print what it saw
+        dump.terminate()
+        out, _ = dump.communicate(timeout=5)
+    ours = [line for line in out.splitlines() if "198.18.50.1 >" in line]
+    resigns = [line for line in ours if "prio 0," in line]
+    assert len(resigns) == 1, out
+    assert ours.index(resigns[0]) == len(ours) - 1  # our last advert
     assert "198.18.50.100" in site.nft_elements()  # the dataplane stays: backups are warm
     assert site.log_events()[-1]["event"] == "stopped"
