@@ -195,11 +195,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add `run` and `status` to an argparse subparsers object."""
     r = subparsers.add_parser("run", help="run the daemon (the loop, VRRP, DNS, the web)")
-    r.add_argument("--config", "-c", dest="config_opt", required=True, help="the config file")
+    r.add_argument(
+        "--config", "-c", dest="config_opt", metavar="FILE", required=True, help="the config file"
+    )
     r.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     r.set_defaults(func=cmd_run)
     s = subparsers.add_parser("status", help="what a running daemon is doing, from its web API")
     s.add_argument("--url", help="the daemon's web address (default: the config's, or :8080)")
-    s.add_argument("--config", "-c", dest="status_config", help="read web address and auth here")
+    s.add_argument(
+        "--config",
+        "-c",
+        dest="status_config",
+        metavar="FILE",
+        help="read web address and auth here",
+    )
     s.add_argument("--json", action="store_true", help="print the raw /api/v1/state")
     s.set_defaults(func=cmd_status)
