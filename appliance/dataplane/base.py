@@ -64,6 +64,14 @@ class Dataplane(Protocol):
         """The full program as text (nft script or ipvsadm commands), for dry runs."""
         ...
 
+    def pending_drains(self) -> int:
+        """Real servers still draining: while > 0, call apply() again now and then."""
+        ...
+
+    def close(self) -> None:
+        """Release sockets and threads (the kernel state stays)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Ownership:

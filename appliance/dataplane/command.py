@@ -57,9 +57,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"appliance apply: {e}", file=sys.stderr)
         return EXIT_FAILED
     finally:
-        close = getattr(backend, "close", None)
-        if close is not None:
-            close()
+        backend.close()
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(report.summary())

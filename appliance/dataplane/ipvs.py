@@ -93,7 +93,7 @@ class IpvsBackend:
         self._helper: dict[Key, tuple[tuple[str, str], ...]] | None = None
         self._helper_calls = 0
         self._todo: list[Key] = []  # the services the last pass looked at
-        self._checked = False
+        self._checked: set[str] = set()
 
     # --- the worker thread ------------------------------------------------------------
 
@@ -290,11 +290,16 @@ class IpvsBackend:
     def render(self, desired: DesiredState) -> str:
         return restore_script(desired.virtual_services)
 
-    async def _preflight(self) -> None:
-        if self._checked or not self.check_sysctls:
+    async def _preflight(self, wanted: dict[Key, VirtualService]) -> None:
+        if not self.check_sysctls:
             return
-        await sysctl.require((*sysctl.FORWARDING["IPv4"], *sysctl.IPVS), self.name, self.netns)
-        self._checked = True
+        need = [*sysctl.FORWARDING["IPv4"], *sysctl.IPVS]
+        if any(vs.family == "IPv6" for vs in wanted.values()):
+            need.extend(sysctl.FORWARDING["IPv6"])
+        need = [n for n in need if n not in self._checked]
+        if need:
+            await sysctl.require(need, self.name, self.netns)
+            self._checked.update(need)
 
     async def apply(self, desired: DesiredState) -> ApplyReport:
         t0 = time.perf_counter()
@@ -309,7 +314,7 @@ class IpvsBackend:
             return ApplyReport(
                 self.name, warnings=tuple(warnings), seconds=time.perf_counter() - t0
             )
-        await self._preflight()
+        await self._preflight(wanted)
         try:
             did = await self._call(self._sync, wanted)
         except DataplaneError:

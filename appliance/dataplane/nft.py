@@ -221,6 +221,14 @@ class NftablesBackend:
         ordered = (frags[vs.key] for vs in _sorted(wanted.values()))
         await self._nft(render_full(build(ordered), self.table, marker))
 
+    def pending_drains(self) -> int:
+        """Always 0: a removed node leaves the slot maps at once and its open connections
+        live on in conntrack, so there is nothing to come back for."""
+        return 0
+
+    def close(self) -> None:
+        """Nothing to release: each transaction is its own `nft` process."""
+
     async def current(self) -> tuple[VirtualService, ...]:
         rc, out, err = await run_tool(
             ["nft", "-j", "list", "table", "inet", self.table], None, self.netns
