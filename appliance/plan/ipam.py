@@ -355,7 +355,7 @@ def allocate(
     previous: Mapping[str, Allocation] | None = None,
 ) -> tuple[dict[str, Allocation], list[Problem]]:
     """VIPs for the LoadBalancer Services that are ours; `previous` is the last plan's
-    allocations, used like a status for Services whose status is still empty."""
+    allocations, held like a status (after it)."""
     ordered = sorted(services, key=age_key)
     alloc = _Allocator(config)
     holders = {svc.key: _holder(svc) for svc in ordered}
@@ -365,9 +365,11 @@ def allocate(
         if asked is not None:
             alloc.claim_requested(svc, holders[svc.key], asked)
             continue
+        # The status first; what the last plan gave next, for when the status lags behind
+        # (not yet written, or written by someone else) or is empty (a files source).
         held: tuple[str, ...] = svc.status_ingress_ips
-        if not held and previous and svc.key in previous:
-            held = previous[svc.key].addresses
+        if previous and svc.key in previous:
+            held = tuple(dict.fromkeys(held + previous[svc.key].addresses))
         if held:
             alloc.claim_held(svc, holders[svc.key], held)
     for svc in ordered:

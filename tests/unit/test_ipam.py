@@ -59,6 +59,15 @@ def test_deleting_a_service_moves_no_other_vip() -> None:
     assert after.allocations["shop/c"] == first.allocations["shop/c"]
 
 
+def test_previous_plan_counts_when_the_status_is_stale() -> None:
+    # b's status still names .0, which a (older) now requests; the last plan gave b .5.
+    a = lb("a", age=1, load_balancer_ip="198.18.100.0")
+    b = lb("b", age=2, status_ingress_ips=("198.18.100.0",))
+    prev = {"shop/b": Allocation("shop/b", ("198.18.100.5",), ("default",))}
+    got, _ = vips(config(), a, b, previous=prev)
+    assert got == {"shop/a": ("198.18.100.0",), "shop/b": ("198.18.100.5",)}
+
+
 def test_held_address_outside_every_pool_is_replaced() -> None:
     got, problems = vips(config(), lb("a", status_ingress_ips=("198.18.99.1",)))
     assert got == {"shop/a": ("198.18.100.0",)}
