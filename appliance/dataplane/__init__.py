@@ -1,6 +1,7 @@
 """The kernel dataplane: `apply(desired) -> ApplyReport`, by difference, never a flush.
 
-`make_backend(config, pools)` picks IPVS or nftables; both implement `base.Dataplane`.
+`command.make_backend(config)` picks IPVS or nftables; both implement `base.Dataplane`
+(see docs/dataplane.md).
 """
 
 from __future__ import annotations
