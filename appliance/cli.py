@@ -16,11 +16,13 @@ import yaml
 
 from appliance.config import ConfigError, load_config
 from appliance.config_types import Config
+from appliance.model import DesiredState
 
 EXIT_BAD_CONFIG = 2
 
 
-def _load(path: str) -> Config | None:
+def load_or_report(path: str) -> Config | None:
+    """The config, or None after printing every error in it to stderr."""
     try:
         return load_config(path)
     except ConfigError as e:
@@ -30,8 +32,28 @@ def _load(path: str) -> Config | None:
         return None
 
 
+def plan_from_args(args: argparse.Namespace) -> tuple[Config, DesiredState] | None:
+    """`--config` and `--manifests` (default: the config's folder) -> (config, plan), or
+    None after saying why on stderr. For the commands that act once on a folder."""
+    from appliance.cluster.files import FilesSource
+    from appliance.plan import plan
+
+    config = load_or_report(args.config)
+    if config is None:
+        return None
+    folder = args.manifests or config.cluster.manifests
+    if folder is None:
+        print(
+            f"appliance {args.command}: the config reads the Kubernetes API; pass "
+            "--manifests DIR to work from a folder of manifests",
+            file=sys.stderr,
+        )
+        return None
+    return config, plan(FilesSource(Path(folder)).load(), config)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load_or_report(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
     addresses = sum(int(last) - int(first) + 1 for p in config.pools for first, last in p.ranges)
@@ -46,23 +68,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from appliance.cluster.files import FilesSource
-    from appliance.plan import plan
     from appliance.render import desired_to_dict, table
 
-    config = _load(args.config)
-    if config is None:
+    planned = plan_from_args(args)
+    if planned is None:
         return EXIT_BAD_CONFIG
-    folder = args.manifests or config.cluster.manifests
-    if folder is None:
-        print(
-            "appliance plan: the config reads the Kubernetes API; pass --manifests DIR "
-            "to plan from a folder of manifests",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_CONFIG
-    state = FilesSource(Path(folder)).load()
-    desired = plan(state, config)
+    _, desired = planned
     if args.output == "json":
         json.dump(desired_to_dict(desired), sys.stdout, indent=2)
         print()
@@ -95,11 +106,13 @@ def parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plan)
 
     # Each part registers its own subcommand; imported lazily so `plan` starts fast.
+    from appliance.daemon.command import register as register_daemon
     from appliance.dataplane.command import register as register_dataplane
     from appliance.dns.command import register as register_dns
     from appliance.ha.command import register as register_ha
     from appliance.kube.command import register as register_kube
 
+    register_daemon(sub)
     register_dataplane(sub)
     register_ha(sub)
     register_dns(sub)

@@ -5,8 +5,3 @@
 `loop.Daemon` is the level-triggered loop; `parts` builds the real adapters from a config;
 `command` is `appliance run` and `appliance status`.
 """
-
-from appliance.daemon.loop import Daemon
-from appliance.daemon.parts import Parts
-
-__all__ = ["Daemon", "Parts"]

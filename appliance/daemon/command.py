@@ -76,10 +76,10 @@ async def serve(config: Config, config_path: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from appliance.cli import _load
+    from appliance.cli import load_or_report
     from appliance.daemon import logs
 
-    config = _load(args.config)
+    config = load_or_report(args.config)
     if config is None:
         return EXIT_BAD_INPUT
     logs.configure(args.log_level)
@@ -165,9 +165,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     url = args.url
     auth: tuple[str, str] | None = None
     if args.status_config:
-        from appliance.cli import _load
+        from appliance.cli import load_or_report
 
-        config = _load(args.status_config)
+        config = load_or_report(args.status_config)
         if config is None:
             return EXIT_BAD_INPUT
         host, port = config.web.listen

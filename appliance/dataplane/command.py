@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from appliance.config_types import Config
@@ -35,18 +34,12 @@ def make_backend(config: Config, backend: str | None = None, netns: str | None =
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from appliance.cli import _load
-    from appliance.cluster.files import FilesSource
-    from appliance.plan import plan
+    from appliance.cli import plan_from_args
 
-    config = _load(args.config)
-    if config is None:
+    planned = plan_from_args(args)
+    if planned is None:
         return EXIT_BAD_INPUT
-    folder = args.manifests or config.cluster.manifests
-    if folder is None:
-        print("appliance apply: pass --manifests DIR", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    desired = plan(FilesSource(Path(folder)).load(), config)
+    config, desired = planned
     backend = make_backend(config, args.dataplane)
     if args.dry_run:
         sys.stdout.write(backend.render(desired))

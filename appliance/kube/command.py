@@ -16,11 +16,12 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from appliance.kube.api import ApiError, Connection, KubeApi, KubeConfigError, from_kubeconfig
+if TYPE_CHECKING:  # aiohttp costs a tenth of a second: only `appliance kubeconfig` needs it
+    from appliance.kube.api import Connection, KubeApi
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 _DURATION = re.compile(r"(\d+)([smhd]?)")
@@ -101,6 +102,8 @@ async def mint_token(
     api: KubeApi, namespace: str, account: str, seconds: int, secret: str | None
 ) -> tuple[str, str | None]:
     """(token, CA PEM from the Secret if any)."""
+    from appliance.kube.api import ApiError
+
     try:
         if secret:
             s = await api.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{secret}")
@@ -130,6 +133,8 @@ async def mint_token(
 
 
 async def _run(args: argparse.Namespace) -> str:
+    from appliance.kube.api import KubeApi, KubeConfigError, from_kubeconfig
+
     try:
         conn = from_kubeconfig(args.admin_kubeconfig, args.context)
     except KubeConfigError as e:
