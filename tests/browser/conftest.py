@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,17 +14,19 @@ from typing import Any
 
 import pytest
 
+from tests.support.netns import why_no_netns
+
 NS = "adm-web"
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "out" / "browser"
 
 
 def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for a network namespace"
-    for tool in ("ip", "nft", "curl", "/usr/bin/chromium", "/usr/bin/chromedriver"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (apt-packages.txt: chromium, chromium-driver, nftables)"
+    why = why_no_netns(
+        "adm-web-", ("ip", "nft", "curl", "/usr/bin/chromium", "/usr/bin/chromedriver")
+    )
+    if why:
+        return why
     try:
         import selenium  # noqa: F401
     except ImportError:

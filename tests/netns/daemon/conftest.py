@@ -3,14 +3,13 @@ the web. One site per module; everything is torn down even when a test fails."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.netns import why_no_netns
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -18,16 +17,7 @@ from adm_lab import Site
 
 
 def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for network namespaces"
-    for tool in ("ip", "nft", "curl", "dig", "keepalived"):
-        if shutil.which(tool) is None:
-            return f"needs the {tool} command (apt-packages.txt)"
-    probe = subprocess.run(["ip", "netns", "add", "adm-probe"], check=False, capture_output=True)
-    if probe.returncode != 0:
-        return f"cannot create a network namespace: {probe.stderr.decode().strip()}"
-    subprocess.run(["ip", "netns", "del", "adm-probe"], check=False, capture_output=True)
-    return None
+    return why_no_netns("adm-", ("ip", "nft", "curl", "dig", "keepalived"))
 
 
 @pytest.fixture(scope="module")

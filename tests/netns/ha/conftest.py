@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.netns import why_no_netns
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -17,17 +16,7 @@ from ha_lan import Lan, lan
 
 
 def _namespaces_work() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (`ip`)"
-    probe = subprocess.run(
-        ["ip", "netns", "add", "aha-probe"], check=False, capture_output=True, text=True
-    )
-    subprocess.run(["ip", "netns", "del", "aha-probe"], check=False, capture_output=True)
-    if probe.returncode != 0:
-        return f"cannot create network namespaces: {probe.stderr.strip()}"
-    return None
+    return why_no_netns("aha-")
 
 
 _WHY_NOT = _namespaces_work()
