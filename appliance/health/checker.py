@@ -21,6 +21,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from appliance.health.probe import Outcome, Prober
 from appliance.health.state import Streak, Verdict, first_due, next_due, observe
@@ -122,7 +123,6 @@ class HealthChecker:
         self._gen = 0
         self._in_flight = 0
         self._wake: asyncio.Future[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._health: dict[tuple[str, str], bool] | None = None
         self.checks = 0
         self.skipped = 0  # due while the previous check of the target was still running
@@ -259,9 +259,7 @@ class HealthChecker:
                         timer.cancel()
                     self._wake = None
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            self.prober.close()
+            await self.prober.aclose()
 
     def _start_due(self, loop: asyncio.AbstractEventLoop) -> None:
         heap = self._heap
@@ -278,20 +276,12 @@ class HealthChecker:
             self.lateness.append(now - due)
             slot.in_flight = True
             self._in_flight += 1
-            task = loop.create_task(self._check(slot, slot.target, gen))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.prober.start(slot.target, partial(self._finished, slot, slot.target.key, gen))
 
-    async def _check(self, slot: _Slot, target: Target, gen: int) -> None:
-        try:
-            outcome = await self.prober.check(target)
-        except Exception as e:  # a bug in a probe must not stop the others
-            log.exception("health: check of %s failed", target.endpoint)
-            outcome = Outcome(False, f"internal error: {e}")
-        finally:
-            slot.in_flight = False
-            self._in_flight -= 1
-            if self._in_flight == self.max_in_flight - 1:
-                self._poke()
+    def _finished(self, slot: _Slot, key: tuple[str, str], gen: int, outcome: Outcome) -> None:
+        slot.in_flight = False
+        self._in_flight -= 1
+        if self._in_flight == self.max_in_flight - 1:
+            self._poke()  # the loop may be waiting for a free place
         self.checks += 1
-        self.record(target.key, gen, outcome)
+        self.record(key, gen, outcome)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import random
 import socket
 from dataclasses import dataclass, field
@@ -47,8 +46,12 @@ class Backend:
         if mode == "slow":
             await asyncio.sleep(b.delay)
         n = b.local_endpoints if mode != "503" else 0
-        doc = {"service": {"namespace": "shop", "name": "echo"}, "localEndpoints": n}
-        text = self.body if self.body is not None else json.dumps(doc)
+        # kube-proxy's own layout (service_health.go): hand-printed, tab-indented JSON.
+        doc = (
+            '{\n\t"service": {\n\t\t"namespace": "shop",\n\t\t"name": "echo"\n\t},\n'
+            f'\t"localEndpoints": {n},\n\t"serviceProxyHealthy": true\n}}'
+        )
+        text = self.body if self.body is not None else doc
         status = 503 if mode == "503" else 200
         if mode == "chunked":
             resp = web.StreamResponse(status=status)

@@ -16,6 +16,13 @@ def target(kind: str = "http", **kw: Any) -> Target:
     return replace(base, **kw)
 
 
+# As kube-proxy (pkg/proxy/healthcheck/service_health.go) writes it: dedented, tabs.
+KUBE_PROXY_BODY = (
+    b'{\n\t"service": {\n\t\t"namespace": "shop",\n\t\t"name": "echo"\n\t},\n'
+    b'\t"localEndpoints": %d,\n\t"serviceProxyHealthy": %s\n}'
+)
+
+
 def parse(*pieces: bytes) -> _Response | None:
     r = _Response()
     for p in pieces:
@@ -84,7 +91,12 @@ def test_garbage_is_one_clear_error(raw: bytes, message: str) -> None:
         (200, b'{"localEndpoints":0}', "200 but localEndpoints is 0"),
         (503, b'{"localEndpoints":0}', "503: no local endpoints"),
         (503, b"not json localEndpoints", "503: no local endpoints"),
-        (503, b'{"localEndpoints":2}', "503 (2 local)"),
+        (503, b'{"localEndpoints":2}', "503: kube-proxy unhealthy (2 local endpoints)"),
+        (200, KUBE_PROXY_BODY % (3, b"true"), ""),
+        (503, KUBE_PROXY_BODY % (0, b"true"), "503: no local endpoints"),
+        (503, KUBE_PROXY_BODY % (1, b"false"), "503: kube-proxy unhealthy (1 local endpoints)"),
+        (200, b'{"localEndpoints": 0 }', "200 but localEndpoints is 0"),
+        (200, b'{"localEndpoints": true}', ""),  # not a count: as if absent
         (500, b"", "HTTP 500 (expected 200)"),
     ],
 )
