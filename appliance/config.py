@@ -572,7 +572,11 @@ def _dns(c: Checker, value: object) -> DnsConfig:
 
 def _health(c: Checker, value: object) -> HealthConfig:
     path = "health"
-    d = c.mapping(value, path, ("enabled", "interval", "timeout", "rise", "fall"))
+    d = c.mapping(
+        value,
+        path,
+        ("enabled", "interval", "timeout", "rise", "fall", "kube_proxy_port", "max_in_flight"),
+    )
     interval = c.duration(d, "interval", path, 2.0, 0.01, 3600.0)
     timeout = c.duration(d, "timeout", path, 1.0, 0.001, 3600.0)
     if timeout >= interval and ("timeout" in d or "interval" in d):
@@ -587,6 +591,8 @@ def _health(c: Checker, value: object) -> HealthConfig:
         timeout=timeout,
         rise=c.integer(d, "rise", path, 2, 1, 1000),
         fall=c.integer(d, "fall", path, 3, 1, 1000),
+        kube_proxy_port=c.integer(d, "kube_proxy_port", path, 10256, 1, 65535),
+        max_in_flight=c.integer(d, "max_in_flight", path, 1024, 1, 100_000),
     )
 
 

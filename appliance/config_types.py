@@ -135,6 +135,8 @@ class HealthConfig:
     timeout: float = 1.0
     rise: int = 2
     fall: int = 3
+    kube_proxy_port: int = 10256  # kube-proxy's healthz (--healthz-bind-address), every node
+    max_in_flight: int = 1024  # checks running at once, across every target
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,14 +198,19 @@ def _first_address(servers: Iterable[RealServer], into: dict[str, str]) -> None:
 
 
 def derive_targets(
-    state: ClusterState, desired: DesiredState, config: HealthConfig, kube_proxy_port: int = 10256
+    state: ClusterState,
+    desired: DesiredState,
+    config: HealthConfig,
+    kube_proxy_port: int | None = None,
 ) -> Targets:
     """Every target the desired state needs, sorted by key; none when checks are off.
+    `kube_proxy_port` overrides the config's (tests run every "node" on one host).
 
     Weight-0 real servers are checked too: a node drained by a failing check must be
     seen recovering."""
     if not config.enabled:
         return Targets((), ())
+    node_port = config.kube_proxy_port if kube_proxy_port is None else kube_proxy_port
     nodes_of: dict[str, dict[str, str]] = {}
     first_port: dict[str, int] = {}
     for vs in sorted(desired.virtual_services, key=lambda v: (v.service, v.family)):
@@ -235,7 +240,7 @@ def derive_targets(
                 )
                 continue
         elif s.kind == "kube-proxy-node":
-            port = s.port or kube_proxy_port
+            port = s.port or node_port
         else:
             port = s.port or first_port[key]
         # An overridden node check is still the node check, but this Service's own.

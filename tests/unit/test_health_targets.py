@@ -6,12 +6,17 @@ from dataclasses import replace
 
 import pytest
 
+from appliance.config import ConfigError, parse_config
 from appliance.config_types import HealthConfig
 from appliance.health.targets import Target, derive_targets
 from appliance.model import ServicePort
 from appliance.plan import plan
 from tests.unit.builders import config, ep, lb, node, pool, slice_, state
 
+MINIMAL = {
+    "cluster": {"manifests": "m"},
+    "pools": [{"name": "default", "addresses": ["198.18.100.0/28"]}],
+}
 HC = HealthConfig(interval=2.0, timeout=1.0, rise=2, fall=3)
 
 
@@ -46,8 +51,24 @@ def test_cluster_services_share_one_kube_proxy_check_per_node() -> None:
 
 
 def test_the_kube_proxy_port_is_configurable() -> None:
-    ts = targets_of(state(lb("web")), kube_proxy_port=41000)
+    ts = targets_of(state(lb("web")), replace(HC, kube_proxy_port=41000))
     assert {t.port for t in ts.targets} == {41000}
+    ts = targets_of(state(lb("web")), kube_proxy_port=41001)
+    assert {t.port for t in ts.targets} == {41001}
+
+
+def test_the_config_file_sets_the_kube_proxy_port_and_the_limit() -> None:
+    c = parse_config(
+        {
+            **MINIMAL,
+            "health": {"kube_proxy_port": 20256, "max_in_flight": 64},
+        }
+    )
+    assert (c.health.kube_proxy_port, c.health.max_in_flight) == (20256, 64)
+    assert (HealthConfig().kube_proxy_port, HealthConfig().max_in_flight) == (10256, 1024)
+    with pytest.raises(ConfigError) as e:
+        parse_config({**MINIMAL, "health": {"kube_proxy_port": 0}})
+    assert e.value.errors == ("health.kube_proxy_port: must be an integer from 1 to 65535, got 0",)
 
 
 def test_local_services_ask_the_health_check_node_port_of_nodes_with_endpoints() -> None:
