@@ -42,7 +42,7 @@ from appliance.health import HealthChecker, Target  # noqa: E402
 
 TARGETS = int(os.environ.get("BENCH_HEALTH_TARGETS", "10000"))
 SECONDS = float(os.environ.get("BENCH_HEALTH_SECONDS", "30"))
-WARMUP = 3.0  # seconds before the window: connections opened, schedule spread
+WARMUP = 6.0  # seconds before the window: 10,000 connections opened, schedule spread
 INTERVAL, TIMEOUT, RISE, FALL = 1.0, 0.5, 2, 3
 SHARE_DOWN, SHARE_503, SHARE_SLOW = 0.05, 0.05, 0.02
 SLOW_DELAY = 2.0
