@@ -1,4 +1,5 @@
-"""What every dataplane backend offers the daemon: `apply(desired)` and `current()`.
+"""What every dataplane backend offers the daemon: `apply(desired)`, `current()` and
+`connections()`.
 
 A backend owns a narrow slice of the kernel (IPVS services whose VIP lies in our pools, or
 one nftables table of our own) and converges it by difference: it never flushes, and
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from appliance.config_types import Pool
 from appliance.model import DesiredState, VirtualService
+
+Connections = Mapping[tuple[str, int, str], Mapping[str, int]]
 
 
 class DataplaneError(Exception):
@@ -58,6 +61,12 @@ class Dataplane(Protocol):
 
     async def current(self) -> tuple[VirtualService, ...]:
         """What the kernel holds of ours, as virtual services (read back, not remembered)."""
+        ...
+
+    async def connections(self) -> Connections:
+        """Active connections, read from the kernel now: (vip, port, protocol) -> real
+        server address -> count (IPVS ActiveConn; nftables: ESTABLISHED TCP/SCTP and any
+        UDP conntrack entries DNATed to it). Never raises: on error, logs and returns {}."""
         ...
 
     def render(self, desired: DesiredState) -> str:

@@ -14,6 +14,7 @@ namespace when one is given (setns is per thread).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from appliance.config_types import DataplaneConfig
 from appliance.dataplane import conntrack, ipvsnl, sysctl
 from appliance.dataplane.base import (
     ApplyReport,
+    Connections,
     DataplaneError,
     Ownership,
     by_key,
@@ -52,6 +54,7 @@ PROTO_NUM = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": 132}
 PROTO_NAME = {v: k for k, v in PROTO_NUM.items()}
 FWD_NAME = {v: k for k, v in FWD_METHOD.items()}
 HELPER_TABLE = "appliance_ipvs"
+log = logging.getLogger("appliance.dataplane")
 
 
 @dataclass
@@ -85,6 +88,10 @@ class IpvsBackend:
         self.clock = clock
         self._pool = ThreadPoolExecutor(1, "ipvs", initializer=self._enter, initargs=(netns,))
         self._sock: Any = None  # pyroute2, for dumps
+        # connections() dumps on a thread and socket of its own: a long dump of thousands
+        # of services never holds up an apply waiting on the worker.
+        self._reader: ThreadPoolExecutor | None = None
+        self._rsock: Any = None
         self._nl: ipvsnl.IpvsLink | None = None  # ours, for changes
         self._kernel: dict[Key, KernelService] | None = None
         self._last: dict[Key, VirtualService] | None = None  # what the last pass made true
@@ -108,15 +115,24 @@ class IpvsBackend:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, *args)
 
+    @staticmethod
+    def _open_ipvs() -> Any:
+        from pyroute2 import IPVS  # type: ignore[import-untyped,unused-ignore]
+
+        try:
+            return IPVS()
+        except Exception as e:  # the family is missing: ip_vs not loaded
+            raise DataplaneError(f"IPVS netlink unavailable (modprobe ip_vs?): {e}") from e
+
     def _ipvs(self) -> Any:
         if self._sock is None:
-            from pyroute2 import IPVS  # type: ignore[import-untyped,unused-ignore]
-
-            try:
-                self._sock = IPVS()
-            except Exception as e:  # the family is missing: ip_vs not loaded
-                raise DataplaneError(f"IPVS netlink unavailable (modprobe ip_vs?): {e}") from e
+            self._sock = self._open_ipvs()
         return self._sock
+
+    def _reader_ipvs(self) -> Any:
+        if self._rsock is None:
+            self._rsock = self._open_ipvs()
+        return self._rsock
 
     def _svc_msg(self, svc: IpvsService) -> Any:
         from pyroute2 import IPVSService  # type: ignore[import-untyped,unused-ignore]
@@ -136,9 +152,9 @@ class IpvsBackend:
             netmask="128.0.0.0" if six else "255.255.255.255",
         )
 
-    def _read(self) -> dict[Key, KernelService]:
+    def _read(self, ipvs: Any = None) -> dict[Key, KernelService]:
         """Every IPVS service with a VIP in our pools, with its destinations."""
-        ipvs = self._ipvs()
+        ipvs = ipvs if ipvs is not None else self._ipvs()
         out: dict[Key, KernelService] = {}
         for msg in ipvs.service("dump"):
             s = msg.get("IPVS_CMD_ATTR_SERVICE")
@@ -154,13 +170,15 @@ class IpvsBackend:
                 scheduler=str(_attr(s, "IPVS_SVC_ATTR_SCHED_NAME")),
                 persistence=int(_attr(s, "IPVS_SVC_ATTR_TIMEOUT") or 0) if persistent else 0,
             )
-            out[svc.key] = self._read_dests(KernelService(svc))
+            out[svc.key] = self._read_dests(KernelService(svc), ipvs)
         return out
 
-    def _read_dests(self, ks: KernelService) -> KernelService:
+    def _read_dests(self, ks: KernelService, ipvs: Any = None) -> KernelService:
         ks.dests.clear()
         ks.active.clear()
-        for msg in self._ipvs().dest("dump", service=self._svc_msg(ks.svc)):
+        for msg in (ipvs if ipvs is not None else self._ipvs()).dest(
+            "dump", service=self._svc_msg(ks.svc)
+        ):
             d = msg.get("IPVS_CMD_ATTR_DEST")
             addr = _attr(d, "IPVS_DEST_ATTR_ADDR")
             ks.dests[addr] = IpvsDest(
@@ -398,6 +416,23 @@ class IpvsBackend:
             )
         return tuple(out)
 
+    async def connections(self) -> Connections:
+        """The destinations' ActiveConns (what `ipvsadm -Ln` shows), dumped now from the
+        kernel for every service in our pools; our record of the kernel is not touched."""
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(
+                1, "ipvs-read", initializer=self._enter, initargs=(self.netns,)
+            )
+        loop = asyncio.get_running_loop()
+        try:
+            kernel = await loop.run_in_executor(
+                self._reader, lambda: self._read(self._reader_ipvs())
+            )
+        except Exception as e:  # the page loses a column, the daemon goes on
+            log.warning("dataplane connections unreadable: %s", e)
+            return {}
+        return {key: dict(ks.active) for key, ks in kernel.items()}
+
     def pending_drains(self) -> int:
         """Real servers at weight 0 still waiting: the daemon re-applies while this > 0."""
         return len(self._draining)
@@ -407,3 +442,7 @@ class IpvsBackend:
             if sock is not None:
                 self._pool.submit(sock.close).result()
         self._pool.shutdown()
+        if self._reader is not None:
+            if self._rsock is not None:
+                self._reader.submit(self._rsock.close).result()
+            self._reader.shutdown()

@@ -11,6 +11,7 @@ transaction. Established connections survive either way: conntrack keeps their N
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from appliance.config_types import DataplaneConfig
 from appliance.dataplane import conntrack, sysctl
 from appliance.dataplane.base import (
     ApplyReport,
+    Connections,
     DataplaneError,
     by_key,
     rs_label,
@@ -41,6 +43,7 @@ from appliance.dataplane.nftrules import (
 from appliance.model import DesiredState, RealServer, VirtualService
 
 Key = tuple[str, int, str]
+log = logging.getLogger("appliance.dataplane")
 
 
 @dataclass
@@ -228,6 +231,34 @@ class NftablesBackend:
 
     def close(self) -> None:
         """Nothing to release: each transaction is its own `nft` process."""
+
+    async def connections(self) -> Connections:
+        """Conntrack's word, per real server of every service we hold: the services from
+        our last apply (or, before one, read back from our table), the counts from the
+        kernel's conntrack table now. Every real server is listed, 0 when idle."""
+        try:
+            if self._applied is not None:
+                services = list(self._applied.services.values())
+            else:
+                services = list(await self.current())
+            found = await conntrack.count_active({vs.key for vs in services}, self.netns)
+        except Exception as e:  # the page loses a column, the daemon goes on
+            log.warning("dataplane connections unreadable: %s", e)
+            return {}
+        if found.truncated:
+            log.warning(
+                "conntrack table past %d entries: active connections are a floor",
+                found.lines,
+            )
+        out: dict[Key, dict[str, int]] = {}
+        for vs in services:
+            nodes = out.setdefault(vs.key, {})
+            for rs in vs.real_servers:
+                nodes[rs.address] = 0
+        for (vip, port, protocol, node), n in found.counts.items():
+            # a node that left keeps its open flows (graceful): it shows until they end
+            out.setdefault((vip, port, protocol), {})[node] = n
+        return out
 
     async def current(self) -> tuple[VirtualService, ...]:
         rc, out, err = await run_tool(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -173,3 +174,50 @@ def test_missing_forwarding_sysctl_is_one_clear_error(lab: Lab) -> None:
     finally:
         in_ns(LB, "sysctl", "-qw", "net.ipv4.ip_forward=1")
     assert "adp_other" not in in_ns(LB, "nft", "list", "tables").stdout
+
+
+def _established(vip: str, port: int, node: str) -> int:
+    """The independent count: conntrack's own filters, no parsing of ours."""
+    out = in_ns(
+        LB,
+        "conntrack", "-L", "-p", "tcp", "--orig-dst", vip, "--dport", str(port),
+        "--reply-src", node, "--state", "ESTABLISHED",
+        check=False,
+    ).stdout  # fmt: skip
+    return len(out.splitlines())
+
+
+def _settle(read: Callable[[], dict[str, int]], want: dict[str, int]) -> dict[str, int]:
+    """A closed connection leaves ESTABLISHED when the FINs pass: a moment, not a timing."""
+    got = read()
+    for _ in range(50):
+        if got == want:
+            break
+        time.sleep(0.05)
+        got = read()
+    return got
+
+
+def test_active_connections_per_node_from_conntrack(lab: Lab, backend: NftablesBackend) -> None:
+    vip = "198.18.32.3"  # no earlier test's flows
+    dns = VirtualService(vip, 53, "UDP", "rr", 30053, RS, "default/dns")
+    apply(backend, web(vip=vip), dns)
+
+    def tcp() -> dict[str, int]:
+        return dict(asyncio.run(backend.connections())[(vip, 80, "TCP")])
+
+    idle = dict.fromkeys(NODES.values(), 0)
+    assert tcp() == idle
+    node = lab.ask(f"open held {CLIENTS[0]} {vip} 80")
+    assert node in NODES, node
+    held = {a: int(n == node) for n, a in NODES.items()}
+    assert tcp() == held
+    assert {a: _established(vip, 80, a) for a in NODES.values()} == held
+    # a UDP flow counts while its conntrack entry lives, whatever its state
+    udp_node = lab.ask(f"udp {CLIENTS[1]} 40153 {vip} 53")
+    assert udp_node in NODES, udp_node
+    udp = dict(asyncio.run(backend.connections())[(vip, 53, "UDP")])
+    assert udp == {a: int(n == udp_node) for n, a in NODES.items()}
+    assert lab.ask("close held") == "ok"
+    assert _settle(tcp, idle) == idle
+    assert _established(vip, 80, NODES[node]) == 0

@@ -232,3 +232,38 @@ def test_unchanged_reapply_and_foreign_services_untouched(lab: Lab, backend: Ipv
     assert ipvsadm("-Ln") == before
     assert "198.18.99.9:80" in before
     assert {(vs.port, vs.scheduler) for vs in current} == {(80, "rr"), (81, "sh")}
+
+
+def _active_conn(vip: str, port: int, node: str) -> int:
+    """ipvsadm's ActiveConn column for one destination: the independent observer."""
+    for line in ipvsadm("-Ln", "-t", f"{vip}:{port}").splitlines():
+        words = line.split()  # -> 198.18.31.2:30080 Masq 1 0 0
+        if len(words) == 6 and words[0] == "->" and words[1] == f"{node}:30080":
+            return int(words[4])
+    raise AssertionError(f"{node} not in ipvsadm -Ln -t {vip}:{port}")
+
+
+def test_active_connections_are_ipvsadm_activeconn(lab: Lab, backend: IpvsBackend) -> None:
+    vip = "198.18.32.4"  # a service of its own: no earlier test's connections
+    apply(backend, web(vip=vip))
+
+    def ours() -> dict[str, int]:
+        return dict(asyncio.run(backend.connections())[(vip, 80, "TCP")])
+
+    def theirs() -> dict[str, int]:
+        return {a: _active_conn(vip, 80, a) for a in NODES.values()}
+
+    idle = dict.fromkeys(NODES.values(), 0)
+    assert ours() == theirs() == idle
+    node = lab.ask(f"open held {CLIENTS[0]} {vip} 80")
+    assert node in NODES, node
+    held = {a: int(n == node) for n, a in NODES.items()}
+    assert ours() == theirs() == held
+    assert lab.ask("close held") == "ok"
+    got = ours()
+    for _ in range(50):  # the FINs pass in a moment; this is no timing assertion
+        if got == idle:
+            break
+        time.sleep(0.05)
+        got = ours()
+    assert got == theirs() == idle
