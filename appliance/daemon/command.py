@@ -139,7 +139,7 @@ def overview(s: dict[str, Any]) -> str:
         )
         for p in svc["ports"]:
             servers = " ".join(
-                f"{r['node']}={r['health']}/w{r['weight']}" for r in p["real_servers"]
+                f"{r['node']}={r['health']}/w{r['weight']}{_conns(r)}" for r in p["real_servers"]
             )
             out.append(
                 f"    {p['protocol']} {p['vip']}:{p['port']} -> :{p['real_port']}  "
@@ -211,3 +211,9 @@ def register(subparsers: Any) -> None:
     )
     s.add_argument("--json", action="store_true", help="print the raw /api/v1/state")
     s.set_defaults(func=cmd_status)
+
+
+def _conns(rs: dict[str, Any]) -> str:
+    """`/3c`: active connections, when the daemon has read them (an older daemon has not)."""
+    n = rs.get("active_connections")
+    return "" if n is None else f"/{n}c"

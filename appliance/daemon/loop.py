@@ -39,6 +39,7 @@ TICK = 1.0  # seconds between liveness ticks (watchdog, page refresh) when idle
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff after a failed apply
 RESTART_SECTIONS = ("dataplane", "ha", "dns", "web")
 STOP_BUDGET = 0.9  # seconds from SIGTERM to exit; systemd and the peer expect it fast
+CONNECTIONS_EVERY = 5.0  # seconds between reads of the active connections (the page's refresh)
 EVENTS_KEPT = 200
 
 
@@ -85,6 +86,7 @@ class Daemon:
         debounce: float = DEBOUNCE,
         tick: float = TICK,
         host: str | None = None,
+        connections_every: float = CONNECTIONS_EVERY,
     ) -> None:
         self.config = config
         self.parts = parts
@@ -102,6 +104,12 @@ class Daemon:
         self.report: ApplyReport | None = None
         self.last_sync: SyncRecord | None = None
         self.health_problems: tuple[Problem, ...] = ()
+        # (vip, port, protocol) -> real server address -> active connections, as the kernel
+        # said at `connections_at` (wall clock); read off the sync path, every few seconds.
+        self.connections: Mapping[tuple[str, int, str], Mapping[str, int]] = {}
+        self.connections_at: float | None = None
+        self.connections_every = connections_every
+        self._connections_wake = asyncio.Event()  # the dataplane changed: read again soon
         self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
         self.counters = Counters()
         self.started = time.time()
@@ -230,6 +238,8 @@ class Daemon:
             self._spawn("health", p.health.run())
         await self.source.open()
         self._spawn("source", self._follow(self.source))
+        if getattr(p.dataplane, "connections", None) is not None:
+            self._spawn("connections", self._read_connections())
         self.event("info", f"started on {self.host}")
         log.info("started", host=self.host, source=self.source.kind)
 
@@ -251,6 +261,30 @@ class Daemon:
                 log.error("cluster source failed; restarting it", error=str(e))
                 self.event("error", f"cluster source failed: {e}")
                 await asyncio.sleep(1.0)
+
+    async def _read_connections(self) -> None:
+        """Now and then, never on the sync path: a slow conntrack dump delays only itself.
+        The backend logs its own errors and answers {} (the page then shows "-")."""
+        read = getattr(self.parts.dataplane, "connections", None)
+        self._connections_wake = asyncio.Event()  # bound to the running loop
+        while read is not None:
+            self._connections_wake.clear()
+            try:
+                found = await read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a backend that broke its promise: still not fatal
+                log.warning("dataplane connections unreadable", error=str(e))
+                found = {}
+            self.connections = found
+            self.connections_at = time.time()
+            # A change (new services, nodes gone) shows within a second, not at the next
+            # round; a burst of changes still costs at most one read a second.
+            await asyncio.sleep(min(1.0, self.connections_every))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._connections_wake.wait(), max(0.0, self.connections_every - 1.0)
+                )
 
     def _replace_source(self, source: SourcePart) -> None:
         old_task = self._tasks.pop("source", None)
@@ -311,6 +345,8 @@ class Daemon:
             started, time.perf_counter() - t0, changed, self._summary(desired), tuple(errors)
         )
         self.last_sync = record
+        if changed:
+            self._connections_wake.set()
         self._after(record)
         self._ticked()
         return record

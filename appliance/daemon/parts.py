@@ -31,6 +31,9 @@ FILES_POLL = 0.05  # seconds between stat() sweeps of the manifests folder
 
 
 class DataplanePart(Protocol):
+    """Backends may also offer `async connections() -> Connections` (both real ones do);
+    the loop reads it every few seconds when it is there."""
+
     name: str
 
     async def apply(self, desired: DesiredState) -> ApplyReport: ...

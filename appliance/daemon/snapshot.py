@@ -62,8 +62,13 @@ def _health_of(
     return "unchecked", ""
 
 
+Connections = Mapping[tuple[str, int, str], Mapping[str, int]]
+
+
 def _services(
-    desired: DesiredState, statuses: Mapping[tuple[str, str], TargetStatus]
+    desired: DesiredState,
+    statuses: Mapping[tuple[str, str], TargetStatus],
+    connections: Connections,
 ) -> list[dict[str, Any]]:
     by_service: dict[str, list[VirtualService]] = {}
     for vs in desired.virtual_services:
@@ -101,6 +106,8 @@ def _services(
                                 "node": rs.node,
                                 "address": rs.address,
                                 "weight": rs.weight,
+                                # None: not read (yet), or the backend could not say
+                                "active_connections": connections.get(v.key, {}).get(rs.address),
                                 "health": _health_of(key, rs.node, statuses)[0],
                                 "error": _health_of(key, rs.node, statuses)[1],
                             }
@@ -128,21 +135,28 @@ class Snapshots:
         return build(self.daemon, self)
 
     def parts(
-        self, desired: DesiredState, statuses: Mapping[tuple[str, str], TargetStatus]
+        self,
+        desired: DesiredState,
+        statuses: Mapping[tuple[str, str], TargetStatus],
+        connections: Connections,
     ) -> dict[str, Any]:
         verdicts = tuple((k, s.verdict, s.last_error) for k, s in statuses.items())
-        key = (id(desired), desired, verdicts)
+        # The connections are a new mapping every read (every few seconds), equal to the
+        # last one while nothing moved: compared by value, they rebuild only on a change.
+        key = (id(desired), desired, verdicts, connections)
         if key != self._key:
-            self._parts = _plan_parts(desired, statuses)
+            self._parts = _plan_parts(desired, statuses, connections)
             self._key = key
         return self._parts
 
 
 def _plan_parts(
-    desired: DesiredState, statuses: Mapping[tuple[str, str], TargetStatus]
+    desired: DesiredState,
+    statuses: Mapping[tuple[str, str], TargetStatus],
+    connections: Connections,
 ) -> dict[str, Any]:
     return {
-        "services": _services(desired, statuses),
+        "services": _services(desired, statuses, connections),
         "records": [
             {
                 "name": r.name,
@@ -194,6 +208,7 @@ def build(daemon: Daemon, cache: Snapshots | None = None) -> dict[str, Any]:
             "backend": p.dataplane.name,
             "last": daemon.report.summary() if daemon.report else None,
             "draining": list(daemon.report.draining) if daemon.report else [],
+            "connections_time": daemon.connections_at,
         },
         "vrrp": _vrrp(ha),
         "vips": [],
@@ -249,7 +264,12 @@ def build(daemon: Daemon, cache: Snapshots | None = None) -> dict[str, Any]:
             }
             for v in desired.vips
         ]
-        parts = cache.parts(desired, statuses) if cache else _plan_parts(desired, statuses)
+        conns = daemon.connections
+        parts = (
+            cache.parts(desired, statuses, conns)
+            if cache
+            else _plan_parts(desired, statuses, conns)
+        )
         data.update(parts)
         data["problems"] = [str(x) for x in (*desired.problems, *daemon.health_problems)]
     return data

@@ -48,6 +48,19 @@ class SnapshotCollector(Collector):
         for verdict, n in counts.items():
             rs.add_metric([verdict], n)
         yield rs
+        # One series per real server of the plan (as IPVS exporters do): bounded by the
+        # plan, not by traffic. A real server not read yet has no sample rather than a 0.
+        conns = GaugeMetricFamily(
+            "appliance_dataplane_active_connections",
+            "active connections per real server, read from the kernel every few seconds",
+            labels=["vip", "port", "protocol", "real_server"],
+        )
+        for p in ports:
+            for r in p["real_servers"]:
+                if r.get("active_connections") is not None:
+                    labels = [p["vip"], str(p["port"]), p["protocol"], r["address"]]
+                    conns.add_metric(labels, r["active_connections"])
+        yield conns
 
         sync = s.get("sync") or {}
         yield _gauge(

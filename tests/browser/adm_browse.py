@@ -56,6 +56,20 @@ def look(url: str, out: Path, name: str, width: int, height: int) -> dict[str, o
                 }
                 for e in driver.find_elements(By.CSS_SELECTOR, ".rs.health-down")
             ]
+            headers = [
+                [th.text for th in t.find_elements(By.TAG_NAME, "th")]
+                for t in driver.find_elements(By.CSS_SELECTOR, "#services table")
+            ]
+            conns = [
+                {
+                    "service": e.find_element(
+                        By.XPATH, "ancestor::div[@data-service]"
+                    ).get_attribute("data-service"),
+                    "node": e.get_attribute("data-node"),
+                    "active": e.find_element(By.CSS_SELECTOR, ".conns").text,
+                }
+                for e in driver.find_elements(By.CSS_SELECTOR, "#services tr.rs")
+            ]
             overflow = driver.execute_script(
                 "return document.documentElement.scrollWidth - window.innerWidth"
             )
@@ -67,6 +81,8 @@ def look(url: str, out: Path, name: str, width: int, height: int) -> dict[str, o
                 "sync": driver.find_element(By.ID, "sync").text,
                 "vips": vips,
                 "down": down,
+                "headers": headers,
+                "conns": conns,
                 "refused": len(driver.find_elements(By.CSS_SELECTOR, "#refused li.bad")),
                 "overflow": overflow,
                 "screenshot": str(shot),

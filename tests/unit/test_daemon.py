@@ -89,6 +89,10 @@ class MemoryDataplane:
         self.applied: list[DesiredState] = []
         self.fail: str | None = None
         self._last: tuple[Any, ...] | None = None
+        self.active: dict[str, int] = {}  # node -> open connections, on every service
+        self.reads = 0
+        self.hold_reads: asyncio.Event | None = None  # set: reads wait on it
+        self.broken_reads = False  # a backend breaking its never-raise promise
 
     async def apply(self, desired: DesiredState) -> ApplyReport:
         self.journal.append("dataplane.apply")
@@ -98,6 +102,17 @@ class MemoryDataplane:
         changed = desired.virtual_services != self._last
         self._last = desired.virtual_services
         return ApplyReport("memory", added=("x",) if changed else ())
+
+    async def connections(self) -> Mapping[tuple[str, int, str], Mapping[str, int]]:
+        self.reads += 1
+        if self.hold_reads is not None:
+            await self.hold_reads.wait()
+        if self.broken_reads:
+            raise RuntimeError("conntrack exploded")
+        return {
+            vs.key: {rs.address: self.active.get(rs.node, 0) for rs in vs.real_servers}
+            for vs in self._last or ()
+        }
 
 
 class MemorySpeaker:
@@ -595,3 +610,72 @@ def test_snapshots_rebuild_the_big_parts_only_when_plan_or_verdicts_change() -> 
     assert after["services"] is not first["services"]
     assert after["services"] == snapshot.build(rig.daemon)["services"]
     assert after["services"] != first["services"]
+
+
+# --- active connections --------------------------------------------------------------------
+
+
+def _active(snap: dict[str, Any], service: str) -> dict[str, int | None]:
+    return {
+        r["node"]: r["active_connections"]
+        for svc in snap["services"]
+        if svc["key"] == service
+        for p in svc["ports"]
+        for r in p["real_servers"]
+    }
+
+
+def test_active_connections_are_read_now_and_then_and_reach_the_snapshot() -> None:
+    rig = Rig(connections_every=0.02)
+    rig.source.push(cluster())
+    rig.dataplane.active = {"node-1": 3}
+    snaps: list[dict[str, Any]] = []
+
+    async def body() -> None:
+        await rig.until(lambda: rig.dataplane.applied != [], "first apply")
+        await rig.until(lambda: bool(rig.daemon.connections), "a read after the apply")
+        snaps.append(snapshot.build(rig.daemon))
+        rig.dataplane.active = {"node-1": 1, "node-2": 7}
+        await rig.until(lambda: _active(snapshot.build(rig.daemon), "shop/web")["node-2"] == 7,
+                        "the next read")  # fmt: skip
+
+    asyncio.run(_with_daemon(rig, body))
+    assert _active(snaps[0], "shop/web") == {"node-1": 3, "node-2": 0, "node-3": 0}
+    assert snaps[0]["dataplane"]["connections_time"] is not None
+    assert rig.dataplane.reads >= 2
+    # a read is no sync: the loop planned once for the one snapshot
+    assert len(rig.dataplane.applied) == 1
+
+
+def test_a_slow_connections_read_never_holds_up_a_sync() -> None:
+    rig = Rig(connections_every=0.01)
+    gate = asyncio.Event()
+    rig.dataplane.hold_reads = gate
+    rig.source.push(cluster(replicas_on=("node-1",)))
+
+    async def body() -> None:
+        await rig.until(lambda: rig.dataplane.reads == 1, "a read under way")
+        await rig.until(lambda: len(rig.dataplane.applied) == 1, "first apply")
+        rig.source.push(cluster(replicas_on=("node-1", "node-3")))
+        await rig.until(lambda: len(rig.dataplane.applied) == 2, "second apply")
+        assert rig.dataplane.reads == 1  # still the one read, still waiting
+        assert _active(snapshot.build(rig.daemon), "shop/echo") == {"node-1": None,
+                                                                   "node-3": None}  # fmt: skip
+        gate.set()
+        await rig.until(lambda: bool(rig.daemon.connections), "the read done")
+
+    asyncio.run(_with_daemon(rig, body))
+
+
+def test_a_failing_connections_read_is_logged_and_the_daemon_goes_on() -> None:
+    rig = Rig(connections_every=0.01)
+    rig.dataplane.broken_reads = True
+    rig.source.push(cluster())
+
+    async def body() -> None:
+        await rig.until(lambda: rig.dataplane.reads >= 3, "reads keep coming")
+        await rig.until(lambda: rig.daemon.ready, "first sync")
+
+    asyncio.run(_with_daemon(rig, body))
+    assert rig.daemon.connections == {}
+    assert not (rig.daemon.last_sync and rig.daemon.last_sync.errors)

@@ -26,14 +26,17 @@ UNITS = ("seconds", "bytes")
 
 @pytest.fixture(scope="module")
 def snap() -> dict[str, Any]:
-    """A daemon after two syncs: echo's backend on node-1 failed its check."""
-    rig = Rig()
+    """A daemon after two syncs: echo's backend on node-1 failed its check; node-2 holds
+    4 connections of every service, and they have been read."""
+    rig = Rig(connections_every=0.01)
     rig.source.push(cluster())
+    rig.dataplane.active = {"node-2": 4}
 
     async def body() -> None:
         await rig.until(lambda: len(rig.dataplane.applied) == 1, "first apply")
         rig.health.set(("shop/echo", "node-1"), False)
         await rig.until(lambda: len(rig.dataplane.applied) == 2, "re-plan")
+        await rig.until(lambda: len(rig.daemon.connections) == 2, "connections read")
         rig.daemon.counters.vrrp_transitions[("vi-1", "master")] += 1
         snaps.append(snapshot.build(rig.daemon))  # while the speaker is master
 
@@ -64,8 +67,29 @@ def test_page_shows_vips_owners_services_and_the_down_backend(snap: dict[str, An
     assert "policy Local" in echo.group(1)
     down = re.findall(r'class="rs health-down" data-node="([^"]+)"', echo.group(1))
     assert set(down) == {"node-1"}
+    # node, address, weight, then the active connections the kernel reported
+    header = re.findall(r"<th[^>]*>([^<]+)</th>", echo.group(1))
+    assert header[header.index("weight") + 1] == "active conns", header
+    cells = dict(re.findall(
+        r'data-node="([^"]+)"[^>]*>\s*<td>[^<]*</td><td[^>]*>[^<]*</td><td[^>]*>\d+</td>'
+        r'\s*<td class="num conns">([^<]*)</td>', echo.group(1)))  # fmt: skip
+    assert cells == {"node-1": "0", "node-2": "4"}, cells
     assert "first sync" in html  # recent events
     assert re.search(r"last sync \d\d:\d\d:\d\d", html)
+
+
+def test_page_says_dash_for_connections_not_read(snap: dict[str, Any]) -> None:
+    unread = json.loads(json.dumps(snap))
+    for svc in unread["services"]:
+        for p in svc["ports"]:
+            for r in p["real_servers"]:
+                r["active_connections"] = None
+    html = client(unread).get("/").get_data(as_text=True)
+    conns = re.findall(r'<td class="num conns">([^<]*)</td>', html)
+    assert conns and set(conns) == {"-"}, conns
+    assert "appliance_dataplane_active_connections{" not in client(unread).get("/metrics").get_data(
+        as_text=True
+    )
 
 
 def test_page_before_the_first_sync_says_so() -> None:
@@ -142,6 +166,17 @@ def test_metrics_parse_and_follow_the_naming_convention(snap: dict[str, Any]) ->
     assert value("appliance_health_checks_total", result="ok") == 0
     assert value("appliance_sync_duration_seconds_count") == 1
     assert families["appliance_sync_duration_seconds"].type == "histogram"
+    active = {
+        (x.labels["vip"], x.labels["port"], x.labels["protocol"], x.labels["real_server"]): x.value
+        for x in families["appliance_dataplane_active_connections"].samples
+    }
+    expected = {
+        (p["vip"], str(p["port"]), p["protocol"], r["address"]): (4 if r["node"] == "node-2" else 0)
+        for svc in snap["services"]
+        for p in svc["ports"]
+        for r in p["real_servers"]
+    }
+    assert active == expected and 4 in active.values()
 
 
 def test_status_overview_in_the_terminal(snap: dict[str, Any]) -> None:
@@ -150,6 +185,7 @@ def test_status_overview_in_the_terminal(snap: dict[str, Any]) -> None:
     for v in snap["vips"]:
         assert re.search(rf"{re.escape(v['address'])}\s+owner lb-test \(master\)", text)
     assert "shop/echo" in text and "node-1=down" in text
+    assert re.search(r"node-2=\w+/w\d+/4c", text), text
 
 
 def test_status_command_reads_a_running_web(
