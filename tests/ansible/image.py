@@ -1,0 +1,90 @@
+"""The Debian 12 systemd image Molecule's containers run, and the files podman needs.
+
+No image registry is reachable, so the root filesystem comes from debootstrap and goes into
+podman with `podman import`. Everything lives under build/ansible/ (git-ignored) and is
+built once: the image is rebuilt only when its recipe (PACKAGES) changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build" / "ansible"
+# What a fresh LB host has before the roles run. The roles' own packages are in the image
+# too: a container here cannot reach a Debian mirror, and apt then only checks they are there.
+PACKAGES = (
+    "python3,python3-apt,python3-venv,python3-packaging,systemd,systemd-sysv,dbus,iproute2,kmod,procps,"
+    "nftables,ipvsadm,conntrack,ipset,curl,ca-certificates"
+)
+RECIPE = f"debootstrap --variant=minbase --include={PACKAGES} bookworm"
+IMAGE = "localhost/aan-debian12-systemd:" + hashlib.sha256(RECIPE.encode()).hexdigest()[:12]
+# runc, not crun (crun fails on this cgroup layout); root lacks CAP_SYS_RESOURCE, so the
+# containers' ulimits must stay below the host's.
+CONTAINERS_CONF = """[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=20000:20000"]
+
+[engine]
+runtime = "runc"
+"""
+
+
+def why_not() -> str | None:
+    """Why the Molecule containers cannot run here, or None."""
+    for tool, pkg in (("podman", "podman"), ("debootstrap", "debootstrap"), ("runc", "runc")):
+        if shutil.which(tool) is None:
+            return f"{tool} missing (apt-get install {pkg})"
+    return None
+
+
+def containers_conf() -> Path:
+    BUILD.mkdir(parents=True, exist_ok=True)
+    path = BUILD / "containers.conf"
+    if not path.exists() or path.read_text() != CONTAINERS_CONF:
+        path.write_text(CONTAINERS_CONF)
+    return path
+
+
+def _podman(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {"CONTAINERS_CONF": str(containers_conf()), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    return subprocess.run(["podman", *args], capture_output=True, text=True, env=env, check=False)
+
+
+def image() -> str:
+    """The image name, built (debootstrap ~3 min, import ~6 s) when podman lacks it."""
+    if _podman("image", "exists", IMAGE).returncode == 0:
+        return IMAGE
+    rootfs = BUILD / "rootfs"
+    stamp = BUILD / "rootfs.recipe"
+    if not (stamp.exists() and stamp.read_text() == RECIPE):
+        shutil.rmtree(rootfs, ignore_errors=True)
+        stamp.unlink(missing_ok=True)
+        rootfs.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(rootfs)],
+            check=True,
+            capture_output=True,
+        )
+        # A container's own hostname comes from podman; no getty on a console nobody reads.
+        (rootfs / "etc" / "hostname").unlink(missing_ok=True)
+        stamp.write_text(RECIPE)
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    imported = subprocess.run(
+        ["podman", "import", "--change", "CMD=/sbin/init", "-", IMAGE],
+        stdin=tar.stdout,
+        capture_output=True,
+        text=True,
+        env={"CONTAINERS_CONF": str(containers_conf()), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        check=False,
+    )
+    tar.wait()
+    if imported.returncode != 0:
+        raise RuntimeError(f"podman import failed: {imported.stderr.strip()}")
+    return IMAGE
+
+
+if __name__ == "__main__":
+    print(image())
