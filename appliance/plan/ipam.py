@@ -141,6 +141,7 @@ class _Allocator:
         self.used: dict[str, list[_Holder]] = {}  # address -> holders
         self.shared: dict[str, list[str]] = {}  # sharing key -> addresses, in order of use
         self.reserved: set[str] = set()  # requested addresses: never auto-assigned to others
+        self.clashes: list[tuple[_Holder, str]] = []  # requests refused for an address in use
         self.problems: list[Problem] = []
         self.result: dict[str, dict[Family, tuple[str, str]]] = {}  # key -> family -> (ip, pool)
         # Without restricted pools every Service without a pool annotation sees the same list.
@@ -232,9 +233,8 @@ class _Allocator:
             return
         self.reserved.update(ip_text for ip_text, _ in picked.values())
         for ip_text, _ in picked.values():
-            why = _sharing_conflict(holder, self.used.get(ip_text, ()))
-            if why:
-                self.problem(svc, f"requested address {ip_text} is {why}")
+            if _sharing_conflict(holder, self.used.get(ip_text, ())):
+                self.clashes.append((holder, ip_text))  # said once every holder is known
                 return
         for fam, (ip_text, pool) in picked.items():
             self.take(svc, holder, fam, ip_text, pool.name)
@@ -323,14 +323,39 @@ class _Allocator:
                         break
             if got is not None:
                 found[fam] = got
-            elif required or len(families) == 1:
+            elif required:
                 names = ", ".join(repr(p.name) for p in pools)
-                self.problem(svc, f"no free {fam} address in pool {names}")
-                if required:
-                    return
+                if len(families) == 1:
+                    self.problem(svc, f"no free {fam} address in pool {names}")
+                else:
+                    # Which family ran out first depends on who came before; the pair does not.
+                    pair = " and ".join(families)
+                    self.problem(svc, f"RequireDualStack: no free {pair} pair in pool {names}")
+                    self.release(svc)
+                return
             # PreferDualStack: the family that has no free address is left out quietly
         for fam, (ip, pool_name) in found.items():
             self.take(svc, holder, fam, ip, pool_name)
+
+    def release(self, svc: Service) -> None:
+        """Give back what a Service held, when it cannot have all it requires."""
+        for ip, _ in self.result.pop(svc.key, {}).values():
+            holders = [h for h in self.used.get(ip, ()) if h.service.key != svc.key]
+            if holders:
+                self.used[ip] = holders
+                continue
+            self.used.pop(ip, None)
+            for addresses in self.shared.values():
+                if ip in addresses:
+                    addresses.remove(ip)
+            # The free search resumes from a cursor: move it back to the returned address.
+            address = ipaddress.ip_address(ip)
+            n = int(address)
+            for pool in self.config.pools:
+                for i, (first, last) in enumerate(pool.ranges):
+                    if first.version == address.version and int(first) <= n <= int(last):
+                        key = (pool.name, i)
+                        self.index.cursor[key] = min(self.index.cursor[key], n)
 
     def allocations(self, services: Sequence[Service]) -> dict[str, Allocation]:
         out: dict[str, Allocation] = {}
@@ -375,5 +400,11 @@ def allocate(
     for svc in ordered:
         if asks[svc.key] is None:
             alloc.auto_assign(svc, holders[svc.key])
+    # A refused request names who holds the address in the end, oldest first: the same
+    # answer however the holders came by it (claimed now, or shared in pass 2 last time).
+    for holder, ip in alloc.clashes:
+        final = sorted(alloc.used.get(ip, ()), key=lambda h: age_key(h.service))
+        why = _sharing_conflict(holder, final)
+        alloc.problem(holder.service, f"requested address {ip} is {why}")
     alloc.problems.sort(key=lambda p: p.key)
     return alloc.allocations(ordered), alloc.problems

@@ -340,7 +340,7 @@ DUAL_POOL = pool("default", "198.18.100.0/30", "fd00:198:18:100::/126")
             (),
             pool("v4", "198.18.100.0/30"),
             None,
-            "Service shop/a: no free IPv6 address in pool 'v4'",
+            "Service shop/a: RequireDualStack: no free IPv4 and IPv6 pair in pool 'v4'",
         ),
         ("SingleStack", ("IPv6",), DUAL_POOL, ("fd00:198:18:100::",), None),
     ],
@@ -349,6 +349,27 @@ def test_dual_stack(policy, families, cfg_pool, expected, problem) -> None:
     got, problems = vips(config(cfg_pool), lb("a", ip_family_policy=policy, ip_families=families))
     assert got.get("shop/a") == expected
     assert problems == ([problem] if problem else [])
+
+
+def test_require_dual_stack_never_keeps_half_and_gives_the_half_back() -> None:
+    cfg = config(pool("default", "198.18.100.0/31", "fd00:198:18:100::/128"))
+    dual = lb(
+        "dual",
+        age=1,
+        ip_family_policy="RequireDualStack",
+        ip_families=("IPv4", "IPv6"),
+        status_ingress_ips=("198.18.100.1",),
+    )
+    v6 = lb("v6", age=0, ip_families=("IPv6",))  # older: takes the only IPv6 address
+    v4 = lb("v4", age=2)
+    got, problems = vips(cfg, dual, v6, v4)
+    # dual held .1 but cannot have IPv6: it keeps nothing, and .1 is free again.
+    assert got == {"shop/v6": ("fd00:198:18:100::",), "shop/v4": ("198.18.100.0",)}
+    assert problems == [
+        "Service shop/dual: RequireDualStack: no free IPv4 and IPv6 pair in pool 'default'"
+    ]
+    got, _ = vips(cfg, dual, v6, v4, lb("v4b", age=3))
+    assert got["shop/v4b"] == ("198.18.100.1",)
 
 
 def test_default_family_from_config() -> None:

@@ -251,3 +251,24 @@ def test_incremental_planner_agrees_with_a_fresh_plan(one, two) -> None:
     first = planner.plan(s1, h1)
     second = planner.plan(s2, h2)
     assert second == plan(s2, CONFIG, previous=first.allocations, health=h2)
+
+
+@SETTINGS
+@given(clusters(), st.data())
+def test_status_written_back_needs_no_new_allocation(cluster, data) -> None:
+    """Our own status write-back returning through the watch: the planner reuses its
+    allocation, and that equals a fresh plan of the new state."""
+    state, health = cluster
+    planner = Planner(CONFIG)
+    first = planner.plan(state, health)
+    keys = data.draw(st.lists(st.sampled_from(sorted(state.services) or ["none"]), unique=True))
+    services = dict(state.services)
+    for k in keys:
+        if k in first.allocations:
+            services[k] = dataclasses.replace(
+                services[k], status_ingress_ips=first.allocations[k].addresses, resource_version="2"
+            )
+    written = dataclasses.replace(state, services=services)
+    assert planner.plan(written, health) == plan(
+        written, CONFIG, previous=first.allocations, health=health
+    )
