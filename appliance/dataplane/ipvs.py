@@ -100,6 +100,7 @@ class IpvsBackend:
         self._helper: dict[Key, tuple[tuple[str, str], ...]] | None = None
         self._helper_calls = 0
         self._todo: list[Key] = []  # the services the last pass looked at
+        self._connections_error: str | None = None  # the last one logged
         self._checked: set[str] = set()
 
     # --- the worker thread ------------------------------------------------------------
@@ -429,8 +430,13 @@ class IpvsBackend:
                 self._reader, lambda: self._read(self._reader_ipvs())
             )
         except Exception as e:  # the page loses a column, the daemon goes on
-            log.warning("dataplane connections unreadable: %s", e)
+            if str(e) != self._connections_error:  # once per new error, not every 5 s
+                log.warning("dataplane connections unreadable: %s", e)
+            self._connections_error = str(e)
             return {}
+        if self._connections_error is not None:
+            log.info("dataplane connections readable again")
+            self._connections_error = None
         return {key: dict(ks.active) for key, ks in kernel.items()}
 
     def pending_drains(self) -> int:

@@ -77,6 +77,8 @@ class NftablesBackend:
         self.check_sysctls = check_sysctls
         self._applied: _Applied | None = None
         self._checked: set[str] = set()
+        self._connections_error: str | None = None  # the last one logged
+        self._truncation_logged = False
 
     # --- pure parts -------------------------------------------------------------------
 
@@ -243,9 +245,15 @@ class NftablesBackend:
                 services = list(await self.current())
             found = await conntrack.count_active({vs.key for vs in services}, self.netns)
         except Exception as e:  # the page loses a column, the daemon goes on
-            log.warning("dataplane connections unreadable: %s", e)
+            if str(e) != self._connections_error:  # once per new error, not every 5 s
+                log.warning("dataplane connections unreadable: %s", e)
+            self._connections_error = str(e)
             return {}
-        if found.truncated:
+        if self._connections_error is not None:
+            log.info("dataplane connections readable again")
+            self._connections_error = None
+        if found.truncated and not self._truncation_logged:
+            self._truncation_logged = True
             log.warning(
                 "conntrack table past %d entries: active connections are a floor",
                 found.lines,

@@ -121,3 +121,28 @@ def test_a_failing_tool_is_one_error_line(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     with pytest.raises(conntrack.DataplaneError, match=r"^conntrack -L: .*not permitted$"):
         asyncio.run(conntrack.count_active({WEB}))
+
+
+def test_the_backend_never_raises_and_logs_a_new_error_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from appliance.dataplane.nft import NftablesBackend
+
+    nft = tmp_path / "nft"  # our table does not exist yet
+    nft.write_text("#!/bin/sh\necho 'Error: No such file or directory' >&2\nexit 1\n")
+    tool = tmp_path / "conntrack"
+    tool.write_text("#!/bin/sh\necho 'conntrack v1.4.7: Operation not permitted' >&2\nexit 1\n")
+    for f in (nft, tool):
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    backend = NftablesBackend(table="adp_none")
+    with caplog.at_level("INFO", logger="appliance.dataplane"):
+        assert asyncio.run(backend.connections()) == {}
+        assert asyncio.run(backend.connections()) == {}
+        tool.write_text("#!/bin/sh\nexit 0\n")
+        assert asyncio.run(backend.connections()) == {}
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "dataplane connections unreadable: conntrack -L: conntrack v1.4.7: Operation not permitted",
+        "dataplane connections readable again",
+    ], lines
