@@ -110,11 +110,13 @@ def parser() -> argparse.ArgumentParser:
     from appliance.dataplane.command import register as register_dataplane
     from appliance.dns.command import register as register_dns
     from appliance.ha.command import register as register_ha
+    from appliance.health.command import register as register_health
     from appliance.kube.command import register as register_kube
 
     register_daemon(sub)
     register_dataplane(sub)
     register_ha(sub)
+    register_health(sub)
     register_dns(sub)
     register_kube(sub)
     return p

@@ -201,7 +201,7 @@ def make_parts(config: Config) -> Parts:
     dns = make_dns(config.dns)
     health: HealthPart | None = None
     if config.health.enabled:
-        health = counting_checker()
+        health = counting_checker(config.health.max_in_flight)
     return Parts(
         source=make_source(config),
         dataplane=make_backend(config),
@@ -211,7 +211,7 @@ def make_parts(config: Config) -> Parts:
     )
 
 
-def counting_checker() -> HealthPart:
+def counting_checker(max_in_flight: int) -> HealthPart:
     """The health checker, counting every result by outcome for /metrics (the checker
     itself counts only checks and verdict changes)."""
     from collections import Counter
@@ -221,7 +221,7 @@ def counting_checker() -> HealthPart:
 
     class CountingChecker(HealthChecker):
         def __init__(self) -> None:
-            super().__init__()
+            super().__init__(max_in_flight=max_in_flight)
             self.results: Counter[str] = Counter()
 
         def record(self, key: tuple[str, str], gen: int, outcome: Outcome) -> None:

@@ -1069,6 +1069,8 @@ KEYS = [
     "priority", "advert_interval", "preempt", "preempt_delay", "family", "unicast_peers",
     "enabled", "listen", "zones", "ttl", "cluster_ips", "interval", "timeout", "rise", "fall",
     "basic_auth", "username", "password", "password_file", "v3_checksum_as_v2",
+    "kube_proxy_port", "max_in_flight", "api_server", "token_file", "ca_file",
+    "lease_namespace", "write_status",
 ]  # fmt: skip
 SCALARS = st.one_of(
     st.none(),
