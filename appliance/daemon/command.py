@@ -16,12 +16,16 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import structlog
-
 from appliance.config_types import Config
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-log = structlog.get_logger("appliance.daemon")
+
+
+def _log() -> Any:
+    """The daemon's logger; structlog loads only when the daemon runs, not for every command."""
+    import structlog
+
+    return structlog.get_logger("appliance.daemon")
 
 
 async def serve(config: Config, config_path: str) -> int:
@@ -38,7 +42,7 @@ async def serve(config: Config, config_path: str) -> int:
     try:
         parts = make_parts(config)
     except KubeConfigError as e:
-        log.error("cannot start", error=str(e))
+        _log().error("cannot start", error=str(e))
         return EXIT_BAD_INPUT
     daemon = Daemon(
         config,
@@ -57,10 +61,10 @@ async def serve(config: Config, config_path: str) -> int:
     try:
         web = WebServer(create_app(holder, registry, config.web), host, port)
     except OSError as e:
-        log.error("cannot start the web", listen=f"{host}:{port}", error=e.strerror or str(e))
+        _log().error("cannot start the web", listen=f"{host}:{port}", error=e.strerror or str(e))
         return EXIT_FAILED
     web.start()
-    log.info("web", url=f"http://{host}:{web.address[1]}/")
+    _log().info("web", url=f"http://{host}:{web.address[1]}/")
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
@@ -68,7 +72,7 @@ async def serve(config: Config, config_path: str) -> int:
     try:
         await daemon.run()
     except OSError as e:  # a port taken, an interface missing: one line, not a trace
-        log.error("cannot run", error=str(e))
+        _log().error("cannot run", error=str(e))
         return EXIT_FAILED
     finally:
         await asyncio.to_thread(web.stop)
