@@ -61,7 +61,8 @@ RUN = """set +e
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t tmpfs run /run
-mount -t tmpfs tmp /tmp
+# No tmpfs on /tmp: the host's /tmp must stay visible (CI may clone the repo there, and
+# the venv with it); writes land in the overlay's tmpfs like everywhere else.
 mkdir -p /run/netns
 ip link set lo up
 export HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
