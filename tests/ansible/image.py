@@ -48,9 +48,14 @@ def containers_conf() -> Path:
     return path
 
 
+def _env() -> dict[str, str]:
+    return {"CONTAINERS_CONF": str(containers_conf()), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
 def _podman(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {"CONTAINERS_CONF": str(containers_conf()), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    return subprocess.run(["podman", *args], capture_output=True, text=True, env=env, check=False)
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, env=_env(), check=False
+    )
 
 
 def image() -> str:
@@ -68,7 +73,7 @@ def image() -> str:
             check=True,
             capture_output=True,
         )
-        # A container's own hostname comes from podman; no getty on a console nobody reads.
+        # A container's own hostname comes from podman.
         (rootfs / "etc" / "hostname").unlink(missing_ok=True)
         stamp.write_text(RECIPE)
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
@@ -77,12 +82,18 @@ def image() -> str:
         stdin=tar.stdout,
         capture_output=True,
         text=True,
-        env={"CONTAINERS_CONF": str(containers_conf()), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        env=_env(),
         check=False,
     )
     tar.wait()
     if imported.returncode != 0:
         raise RuntimeError(f"podman import failed: {imported.stderr.strip()}")
+    # Images of older recipes are only disk space now.
+    listed = _podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    repo = IMAGE.rsplit(":", 1)[0]
+    for old in listed:
+        if old.rsplit(":", 1)[0] == repo and old != IMAGE:
+            _podman("rmi", old)
     return IMAGE
 
 
