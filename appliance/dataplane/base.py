@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -18,6 +19,9 @@ from appliance.config_types import Pool
 from appliance.model import DesiredState, VirtualService
 
 Connections = Mapping[tuple[str, int, str], Mapping[str, int]]
+
+
+log = logging.getLogger("appliance.dataplane")
 
 
 class DataplaneError(Exception):
@@ -48,6 +52,25 @@ class ApplyReport:
             f" draining={len(self.draining)} warnings={len(self.warnings)}"
             f" in {self.seconds:.3f}s"
         )
+
+
+class ReadErrors:
+    """A periodic read that may fail (connections every 5 s): each new error is logged once,
+    and the recovery once, so a broken tool does not fill the journal."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.last: str | None = None
+
+    def failed(self, e: Exception) -> None:
+        if str(e) != self.last:
+            log.warning("%s unreadable: %s", self.what, e)
+        self.last = str(e)
+
+    def ok(self) -> None:
+        if self.last is not None:
+            log.info("%s readable again", self.what)
+            self.last = None
 
 
 class Dataplane(Protocol):

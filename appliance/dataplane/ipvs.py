@@ -29,6 +29,7 @@ from appliance.dataplane.base import (
     Connections,
     DataplaneError,
     Ownership,
+    ReadErrors,
     by_key,
     rs_label,
     run_tool,
@@ -100,7 +101,7 @@ class IpvsBackend:
         self._helper: dict[Key, tuple[tuple[str, str], ...]] | None = None
         self._helper_calls = 0
         self._todo: list[Key] = []  # the services the last pass looked at
-        self._connections_error: str | None = None  # the last one logged
+        self._connection_reads = ReadErrors("dataplane connections")
         self._checked: set[str] = set()
 
     # --- the worker thread ------------------------------------------------------------
@@ -430,13 +431,9 @@ class IpvsBackend:
                 self._reader, lambda: self._read(self._reader_ipvs())
             )
         except Exception as e:  # the page loses a column, the daemon goes on
-            if str(e) != self._connections_error:  # once per new error, not every 5 s
-                log.warning("dataplane connections unreadable: %s", e)
-            self._connections_error = str(e)
+            self._connection_reads.failed(e)
             return {}
-        if self._connections_error is not None:
-            log.info("dataplane connections readable again")
-            self._connections_error = None
+        self._connection_reads.ok()
         return {key: dict(ks.active) for key, ks in kernel.items()}
 
     def pending_drains(self) -> int:

@@ -23,6 +23,7 @@ from appliance.dataplane.base import (
     ApplyReport,
     Connections,
     DataplaneError,
+    ReadErrors,
     by_key,
     rs_label,
     run_tool,
@@ -77,7 +78,7 @@ class NftablesBackend:
         self.check_sysctls = check_sysctls
         self._applied: _Applied | None = None
         self._checked: set[str] = set()
-        self._connections_error: str | None = None  # the last one logged
+        self._connection_reads = ReadErrors("dataplane connections")
         self._truncation_logged = False
 
     # --- pure parts -------------------------------------------------------------------
@@ -245,13 +246,9 @@ class NftablesBackend:
                 services = list(await self.current())
             found = await conntrack.count_active({vs.key for vs in services}, self.netns)
         except Exception as e:  # the page loses a column, the daemon goes on
-            if str(e) != self._connections_error:  # once per new error, not every 5 s
-                log.warning("dataplane connections unreadable: %s", e)
-            self._connections_error = str(e)
+            self._connection_reads.failed(e)
             return {}
-        if self._connections_error is not None:
-            log.info("dataplane connections readable again")
-            self._connections_error = None
+        self._connection_reads.ok()
         if found.truncated and not self._truncation_logged:
             self._truncation_logged = True
             log.warning(
