@@ -23,6 +23,7 @@ from appliance.model import (
     Ingress,
     Node,
     NodeAddress,
+    Protocol,
     Service,
     ServicePort,
     ServiceType,
@@ -179,20 +180,7 @@ def _service_ports(value: Any, kind: str) -> tuple[ServicePort, ...]:
     ports: list[ServicePort] = []
     for i, raw in enumerate(raw_ports):
         path = f"spec.ports[{i}]"
-        entry = f.mapping(raw, path)
-        name = f.string(entry.get("name"), f"{path}.name") or ""
-        if name:
-            f.dns_label(name, f"{path}.name")
-        elif len(raw_ports) > 1:
-            raise f.fail(f"{path}.name", "required when there is more than one port")
-        if name in names:
-            raise f.fail(f"{path}.name", f"duplicate {f.show(name)} (spec.ports[{names[name]}])")
-        names[name] = i
-        protocol = f.choice(entry.get("protocol"), f"{path}.protocol", PROTOCOLS, "TCP")
-        assert protocol is not None
-        port = f.port_number(entry.get("port"), f"{path}.port")
-        if port is None:
-            raise f.fail(f"{path}.port", "required")
+        entry, name, protocol, port = _port_entry(raw, "spec.ports", i, names, len(raw_ports) > 1)
         if (port, protocol) in numbers:
             other = numbers[(port, protocol)]
             raise f.fail(path, f"duplicate {port}/{protocol} (spec.ports[{other}])")
@@ -210,6 +198,29 @@ def _service_ports(value: Any, kind: str) -> tuple[ServicePort, ...]:
             node_ports[(node_port, protocol)] = i
         ports.append(ServicePort(name, protocol, port, target, node_port))
     return tuple(ports)
+
+
+def _port_entry(
+    raw: Any, path: str, i: int, names: dict[str, int], name_required: bool
+) -> tuple[Mapping[str, Any], str, Protocol, int]:
+    """The part of a port entry Services and EndpointSlices share: its name (a DNS label,
+    unique, required when asked), protocol (TCP by default) and port number."""
+    here = f"{path}[{i}]"
+    entry = f.mapping(raw, here)
+    name = f.string(entry.get("name"), f"{here}.name") or ""
+    if name:
+        f.dns_label(name, f"{here}.name")
+    elif name_required:
+        raise f.fail(f"{here}.name", "required when there is more than one port")
+    if name in names:
+        raise f.fail(f"{here}.name", f"duplicate {f.show(name)} ({path}[{names[name]}])")
+    names[name] = i
+    protocol = f.choice(entry.get("protocol"), f"{here}.protocol", PROTOCOLS, "TCP")
+    assert protocol is not None
+    port = f.port_number(entry.get("port"), f"{here}.port")
+    if port is None:
+        raise f.fail(f"{here}.port", "required")
+    return entry, name, protocol, port
 
 
 def _target_port(value: Any, path: str, port: int) -> int | str:
@@ -346,21 +357,8 @@ def _endpoint_ports(value: Any, path: str, names_required: bool) -> tuple[Endpoi
     ports: list[EndpointPort] = []
     names: dict[str, int] = {}
     for i, raw in enumerate(raw_ports):
-        here = f"{path}[{i}]"
-        entry = f.mapping(raw, here)
-        name = f.string(entry.get("name"), f"{here}.name") or ""
-        if name:
-            f.dns_label(name, f"{here}.name")
-        elif names_required and len(raw_ports) > 1:
-            raise f.fail(f"{here}.name", "required when there is more than one port")
-        if name in names:
-            raise f.fail(f"{here}.name", f"duplicate {f.show(name)} ({path}[{names[name]}])")
-        names[name] = i
-        protocol = f.choice(entry.get("protocol"), f"{here}.protocol", PROTOCOLS, "TCP")
-        assert protocol is not None
-        port = f.port_number(entry.get("port"), f"{here}.port")
-        if port is None:
-            raise f.fail(f"{here}.port", "required")
+        required = names_required and len(raw_ports) > 1
+        _, name, protocol, port = _port_entry(raw, path, i, names, required)
         ports.append(EndpointPort(name, port, protocol))
     return tuple(ports)
 
