@@ -112,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
     from appliance.ha.command import register as register_ha
     from appliance.health.command import register as register_health
     from appliance.kube.command import register as register_kube
+    from appliance.lab.command import register as register_lab
 
     register_daemon(sub)
     register_dataplane(sub)
@@ -119,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
     register_health(sub)
     register_dns(sub)
     register_kube(sub)
+    register_lab(sub)
     return p
 
 

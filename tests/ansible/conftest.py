@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.lab import image
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -67,13 +69,4 @@ def exclusive() -> Iterator[None]:
 
 def build_wheels() -> Path:
     """The appliance wheel and its dependencies (hosts in tests reach no index)."""
-    out = ROOT / "build" / "ansible" / "wheels"
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("appliance-*.whl"):
-        old.unlink()
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(out), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    return image.wheels(ROOT / "build" / "ansible" / "wheels")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible import image
+from appliance.lab import image
 from tests.ansible.conftest import BIN, build_wheels, exclusive, run
 
 pytestmark = pytest.mark.root

@@ -1,8 +1,9 @@
-"""The Debian 12 systemd image Molecule's containers run, and the files podman needs.
+"""The Debian 12 systemd image of the lab's LB hosts and of Molecule's containers.
 
 No image registry is reachable, so the root filesystem comes from debootstrap and goes into
-podman with `podman import`. Everything lives under build/ansible/ (git-ignored) and is
-built once: the image is rebuilt only when its recipe (PACKAGES) changes.
+podman with `podman import`. Everything lives under build/ansible/ of the checkout
+(git-ignored) and is built once: the image is rebuilt only when its recipe (PACKAGES)
+changes. The wheels the hosts install (they reach no index) are built here too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +60,14 @@ def _podman(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def podman(*args: str, check: bool = True) -> str:
+    """podman with the lab's containers.conf; its stdout, or an error naming the command."""
+    done = _podman(*args)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"podman {' '.join(args[:3])}: {done.stderr.strip()}")
+    return done.stdout
+
+
 def image() -> str:
     """The image name, built (debootstrap ~3 min, import ~6 s) when podman lacks it."""
     if _podman("image", "exists", IMAGE).returncode == 0:
@@ -95,6 +105,19 @@ def image() -> str:
         if old.rsplit(":", 1)[0] == repo and old != IMAGE:
             _podman("rmi", old)
     return IMAGE
+
+
+def wheels(out: Path) -> Path:
+    """The appliance wheel and its dependencies in `out` (hosts in the lab reach no index)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("appliance-*.whl"):
+        old.unlink()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    return out
 
 
 if __name__ == "__main__":
