@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMPS := build/stamps
 OUT ?= out
 
-.PHONY: all deps demo test lint unit bench clean
+.PHONY: all deps demo demo-down test lint unit bench clean
 
 all: test
 
@@ -22,8 +22,13 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 
 deps: $(STAMPS)/venv
 
+# The lab (root): namespaces, two LB hosts as systemd containers provisioned by
+# ansible-playbook -i inventories/lab playbooks/site.yml, then requests through the VIPs.
 demo: deps
-	$(BIN)/appliance plan --config examples/appliance.yaml
+	$(BIN)/appliance lab demo
+
+demo-down: deps
+	$(BIN)/appliance lab down
 
 lint: deps
 	$(BIN)/ruff check .
