@@ -171,7 +171,12 @@ class Lab:
         config.write_text(yaml.safe_dump(lb_config(h, self.manifests), sort_keys=False))
         exe = Path(sys.executable).parent / "appliance"
         argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "appliance.daemon"]
-        self._start(f"appliance-{lb}", lb, [*argv, "run", "--config", str(config)], ready=False)
+        # A UTS namespace of its own, so the page and the logs name the host as a real
+        # (or containerised) LB host would, not after this machine.
+        uts = ["unshare", "--uts", "sh", "-c", f'hostname {lb} && exec "$@"', "sh"]
+        self._start(
+            f"appliance-{lb}", lb, [*uts, *argv, "run", "--config", str(config)], ready=False
+        )
         return self.children[f"appliance-{lb}"]
 
     def _containers(self) -> None:

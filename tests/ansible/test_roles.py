@@ -226,3 +226,33 @@ def test_inventory_config_passes_check_config(inventory: str, tmp_path: Path) ->
             f"{config.name}:\n{config.read_text()}\n{done.stdout}{done.stderr}"
         )
         assert "pools" in yaml.safe_load(config.read_text())
+
+
+def test_lab_inventory_matches_the_e2e_lab(tmp_path: Path) -> None:
+    """`make demo` (Ansible) and tests/e2e (lb_config) run the lab's LB hosts with the same
+    settings: what the e2e tests prove holds for the demo."""
+    from appliance.lab.lab import lb_config
+    from appliance.lab.topology import host
+
+    run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            "inventories/lab",
+            str(PLAYBOOKS / "render_config.yml"),
+            "-e",
+            f"roles_dir={ROOT / 'roles'}",
+            "-e",
+            f"out={tmp_path}",
+        ]
+    )
+    for name in ("lb1", "lb2"):
+        rendered = yaml.safe_load((tmp_path / f"{name}.yaml").read_text())
+        direct = lb_config(host(name), tmp_path)
+        assert [(p["name"], p["addresses"]) for p in rendered["pools"]] == [
+            (p["name"], p["addresses"]) for p in direct["pools"]
+        ]
+        for section in ("ha", "dataplane", "dns", "health", "web"):
+            for key, value in direct[section].items():
+                got = rendered[section].get(key)
+                assert got == value, f"{name}: {section}.{key} is {got!r}, e2e runs {value!r}"
