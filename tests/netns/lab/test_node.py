@@ -182,7 +182,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    why = why_no_netns(PREFIX, ("ip", "nft"))
+    why = why_no_netns(PREFIX, ("ip", "nft", "curl"))
     if why:
         pytest.skip(why)
     c = Cluster(tmp_path_factory.mktemp("aannode"))
