@@ -146,7 +146,7 @@ class Lab:
         log = (self.state / f"{name}.log").open("ab")
         p = subprocess.Popen(
             argv,
-            stdout=subprocess.PIPE if ready else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if ready else log,  # the daemon logs to stdout
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C at `lab up` must not take the lab with it

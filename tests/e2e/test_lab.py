@@ -27,6 +27,13 @@ ECHO_PODS = {"echo-6f7b8c9d4e-a": "node-1", "echo-6f7b8c9d4e-c": "node-1",
 # Clients of their own for the Local Service: echo has ClientIP affinity, so one client
 # address always lands on one node; eight addresses show where new clients go.
 CLIENTS = [f"198.18.0.{i}" for i in range(101, 109)]
+NEW_CLIENTS = [f"198.18.0.{i}" for i in range(111, 117)]  # not pinned to a node yet
+
+
+def routes_to(rules: str, node: str, node_port: int) -> bool:
+    """Whether the LB's nft table sends anything to node:nodePort: a slot of a shared map
+    (`... : 198.18.0.12 . 30090`) or, with affinity, a per-endpoint chain's DNAT."""
+    return f"{node} . {node_port}" in rules or f"to {node}:{node_port}" in rules
 
 
 def pod_of(answer: str) -> str:
@@ -76,14 +83,14 @@ def test_dns_from_the_client(e2e: E2E) -> None:
     assert done.stdout.strip() == "198.18.100.0"
 
 
-def _add_clients(e2e: E2E) -> None:
-    for a in CLIENTS:
+def _add_clients(e2e: E2E, clients: list[str]) -> None:
+    for a in clients:
         e2e.lab.run_in("client", "ip", "addr", "add", f"{a}/24", "dev", "eth0")
 
 
-def _echo_from_each_client(e2e: E2E, vip: str) -> dict[str, str]:
+def _echo_from_each_client(e2e: E2E, vip: str, clients: list[str] = CLIENTS) -> dict[str, str]:
     out = {}
-    for a in CLIENTS:
+    for a in clients:
         done = e2e.lab.run_in(
             "client", "curl", "-s", "--max-time", "1", "--interface", a, f"http://{vip}/"
         )
@@ -93,7 +100,7 @@ def _echo_from_each_client(e2e: E2E, vip: str) -> dict[str, str]:
 
 def test_local_policy_reaches_only_nodes_with_pods(e2e: E2E) -> None:
     vip = e2e.vip("shop/echo")
-    _add_clients(e2e)
+    _add_clients(e2e, CLIENTS)
     e2e.observe()
     answers = _echo_from_each_client(e2e, vip)
     assert all(answers.values()), answers
@@ -111,8 +118,7 @@ def _echo_slice(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_scaling_changes_the_real_servers_within_200ms(e2e: E2E) -> None:
-    new_node = "198.18.0.12 . 30090"
-    assert new_node not in e2e.lb_rules(), "node-2 serves echo before the edit"
+    assert not routes_to(e2e.lb_rules(), "198.18.0.12", 30090), "node-2 in echo before the edit"
 
     def scale_up(items: list[dict[str, Any]]) -> None:
         _echo_slice(items)["endpoints"].append(
@@ -126,22 +132,22 @@ def test_scaling_changes_the_real_servers_within_200ms(e2e: E2E) -> None:
 
     edited = e2e.edit_endpoints(scale_up)
     # The observer is the kernel's table on the LB host, read with nft, every ~10 ms.
-    while new_node not in e2e.lb_rules():
+    while not routes_to(e2e.lb_rules(), "198.18.0.12", 30090):
         assert time.monotonic() - edited < 5, e2e.lb_rules()
         time.sleep(0.005)
     took = time.monotonic() - edited
+    print(f"e2e: manifest edit -> LB table {took * 1000:.0f} ms")
     assert took < 0.2, f"node-2 joined echo's real servers {took * 1000:.0f} ms after the edit"
-    # The new pod answers clients once its node's kube-proxy has it too.
-    e2e.wait(
-        "a client reaching the new pod",
-        lambda: (
-            any(
-                pod_of(a) == "echo-6f7b8c9d4e-d"
-                for a in _echo_from_each_client(e2e, e2e.vip("shop/echo")).values()
-            )
-            or None
-        ),
-    )
+    # New clients (the old ones stay on their node: ClientIP affinity) reach the new pod
+    # once its node's kube-proxy has it too.
+    _add_clients(e2e, NEW_CLIENTS)
+
+    def all_answered() -> dict[str, str] | None:
+        answers = _echo_from_each_client(e2e, e2e.vip("shop/echo"), NEW_CLIENTS)
+        return answers if all(answers.values()) else None
+
+    answers = e2e.wait("new clients answered", all_answered)
+    assert "echo-6f7b8c9d4e-d" in {pod_of(a) for a in answers.values()}, answers
 
 
 def test_a_node_whose_pods_go_away_stops_receiving_new_connections(e2e: E2E) -> None:
@@ -150,7 +156,7 @@ def test_a_node_whose_pods_go_away_stops_receiving_new_connections(e2e: E2E) -> 
         sl["endpoints"] = [e for e in sl["endpoints"] if e["nodeName"] != "node-1"]
 
     e2e.edit_endpoints(node1_pods_gone)
-    e2e.wait("node-1 out of echo", lambda: "198.18.0.11 . 30090" not in e2e.lb_rules())
+    e2e.wait("node-1 out of echo", lambda: not routes_to(e2e.lb_rules(), "198.18.0.11", 30090))
     e2e.observe()
     answers = _echo_from_each_client(e2e, e2e.vip("shop/echo"))
     assert all(answers.values()), answers
@@ -180,9 +186,15 @@ def test_sigkill_of_the_master_fails_over_under_a_second(e2e: E2E) -> None:
             probe.kill()
             probe.wait()
     seen = json.loads(out.strip().splitlines()[-1])
+    print(f"e2e: SIGKILL of the master -> client outage {seen['outage_ms']} ms ({seen})")
     assert seen["ok"] > 0 and seen["outage_ms"] < 1000, seen
     e2e.wait("lb2 master", lambda: e2e.lab.master() == "lb2")
+    # The client's traffic crosses lb2 now: its own conntrack table says so. (lb1's kernel
+    # still holds the VIPs and its table, as after a SIGKILL of keepalived: lb2's
+    # gratuitous ARP is what moved the client.)
     assert e2e.get(vip), "no answer through the VIP after the failover"
+    flows = e2e.lab.run_in("lb2", "conntrack", "-L", "-p", "tcp", "-d", vip).stdout
+    assert f"dst={vip}" in flows, flows
     # The page of lb2, in a real browser, shows it master and owning the VIPs.
     after = e2e.page(e2e.web_ports[1], shot_dir / "status-lb2-master.png")
     assert after["host"].startswith("lb2"), after
