@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.config_types import DataplaneConfig
-from appliance.dataplane import conntrack, sysctl
+from appliance.dataplane import conntrack, libnft, sysctl
 from appliance.dataplane.base import (
     ApplyReport,
     Connections,
@@ -80,6 +80,7 @@ class NftablesBackend:
         self._checked: set[str] = set()
         self._connection_reads = ReadErrors("dataplane connections")
         self._truncation_logged = False
+        self._lib: libnft.Nft | None = None
 
     # --- pure parts -------------------------------------------------------------------
 
@@ -105,8 +106,19 @@ class NftablesBackend:
     # --- the kernel -------------------------------------------------------------------
 
     async def _nft(self, script: str) -> None:
-        rc, _, err = await run_tool(["nft", "-f", "-"], script.encode(), self.netns)
-        if rc != 0:
+        if self.netns is None:
+            if self._lib is None:
+                self._lib = libnft.Nft()
+            err = await self._lib.run(script)
+            if err:
+                # A refused transaction changed nothing; the command names the failing
+                # line (the library does not), so ask it again for the message.
+                rc, _, err = await run_tool(["nft", "-f", "-"], script.encode())
+                err = err or b"failed" if rc != 0 else b""
+        else:  # another namespace (tests, `apply --netns`): the command inside it
+            rc, _, err = await run_tool(["nft", "-f", "-"], script.encode(), self.netns)
+            err = err or b"failed" if rc != 0 else b""
+        if err:
             raise DataplaneError(f"nft refused the transaction: {_nft_error(err, script)}")
 
     async def _kernel_marker(self) -> str | None:
@@ -233,7 +245,9 @@ class NftablesBackend:
         return 0
 
     def close(self) -> None:
-        """Nothing to release: each transaction is its own `nft` process."""
+        if self._lib is not None:
+            self._lib.close()
+            self._lib = None
 
     async def connections(self) -> Connections:
         """Conntrack's word, per real server of every service we hold: the services from
@@ -283,7 +297,8 @@ def _nft_error(err: bytes, script: str) -> str:
         return "no message"
     first = lines[0]
     parts = first.split(":")
-    if len(parts) > 2 and parts[0] == "/dev/stdin" and parts[1].isdigit():
+    # `nft -f -` names the script /dev/stdin, libnftables <cmdline>
+    if len(parts) > 2 and parts[0] in ("/dev/stdin", "<cmdline>") and parts[1].isdigit():
         commands = script.splitlines()
         n = int(parts[1])
         if 0 < n <= len(commands):

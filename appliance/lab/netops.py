@@ -10,8 +10,6 @@ In process because a manifest edit must reach the kernel within 100 ms on a busy
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
 import errno
 import ipaddress
 from pathlib import Path
@@ -19,9 +17,10 @@ from pathlib import Path
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped,unused-ignore]
 
+from appliance.dataplane import libnft
+
 IFA_F_NODAD = 0x02  # a pod address waiting for DAD would not answer for a second
 FORWARDING = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
-LIBNFTABLES = "libnftables.so.1"
 
 
 def host(address: str) -> str:
@@ -32,49 +31,19 @@ class Nft:
     """nftables transactions: `run(text)` is `nft -f -` with that text."""
 
     def __init__(self) -> None:
-        self._lib: ctypes.CDLL | None = None
-        self._ctx: int | None = None
-        try:
-            lib = ctypes.CDLL(LIBNFTABLES)
-            lib.nft_ctx_new.restype = ctypes.c_void_p
-            lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-            lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-            lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-            ctx = lib.nft_ctx_new(0)
-            if ctx:
-                lib.nft_ctx_buffer_output(ctx)  # listings stay in memory, off our stdout
-                lib.nft_ctx_buffer_error(ctx)
-                self._lib, self._ctx = lib, ctx
-        except (OSError, AttributeError):
-            pass
+        self._nft = libnft.Nft()
 
     @property
     def in_process(self) -> bool:
-        return self._ctx is not None
+        return self._nft.in_process
 
     async def run(self, text: str) -> str:
         """ "" when the transaction was applied, else nft's complaint on one line."""
-        if self._lib is not None and self._ctx is not None:
-            if self._lib.nft_run_cmd_from_buffer(self._ctx, text.encode()) == 0:
-                return ""
-            error = self._lib.nft_ctx_get_error_buffer(self._ctx) or b"failed"
-            return _one_line(error.decode(errors="replace"))
-        p = await asyncio.create_subprocess_exec(
-            "nft", "-f", "-",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, err = await p.communicate(text.encode())
-        return "" if p.returncode == 0 else _one_line(err.decode(errors="replace")) or "failed"
+        err = await self._nft.run(text)
+        return _one_line(err.decode(errors="replace")) if err else ""
 
     def close(self) -> None:
-        if self._lib is not None and self._ctx is not None:
-            self._lib.nft_ctx_free(self._ctx)
-        self._lib = self._ctx = None
+        self._nft.close()
 
 
 def _one_line(text: str) -> str:
