@@ -82,7 +82,8 @@ def show_services(state: dict[str, Any]) -> list[tuple[str, str, int]]:
         seen = set()
         for p in s["ports"]:
             rs = " ".join(f"{r['node']}:{p['real_port']}/{r['weight']}" for r in p["real_servers"])
-            line = f"{s['key']:18} {p['vip'] + ':' + str(p['port']) + '/' + p['protocol']:26} "
+            vip = f"[{p['vip']}]" if ":" in p["vip"] else p["vip"]
+            line = f"{s['key']:18} {vip + ':' + str(p['port']) + '/' + p['protocol']:26} "
             say(line + f"{s['policy'] or '-':8} {rs or '-'}")
             seen.add(p["vip"])
             if p["protocol"] == "TCP" and ":" not in p["vip"]:
@@ -137,12 +138,17 @@ def demo(prefix: str = topology.DEFAULT_PREFIX) -> int:
     say(f"master: {master}  (lb1 has priority 100, lb2 90)")
     step("Services and their VIPs (from the master's /api/v1/state)")
     tcp = show_services(state)
-    step("requests from the client through the VIPs")
+    step("requests from the client through the VIPs (each answer: the pod, and its node)")
     answered = 0
     for key in ("shop/web-lb", "shop/echo"):
         for service, vip, port in tcp:
             if service == key and port == 80:
-                say(f"{service} ({'Cluster' if key.endswith('web-lb') else 'Local'}):")
+                say(
+                    f"{service}: externalTrafficPolicy Cluster, any node forwards to any pod"
+                    if key.endswith("web-lb")
+                    else f"{service}: Local, only nodes with a pod; ClientIP affinity keeps "
+                    "this client on one"
+                )
                 answered += requests(lab, vip, port, 6 if key.endswith("web-lb") else 4)
                 break
     step("DNS from the client")
