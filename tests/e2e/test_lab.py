@@ -164,6 +164,35 @@ def test_a_node_whose_pods_go_away_stops_receiving_new_connections(e2e: E2E) -> 
     assert e2e.new_connections(30090)["node-1"] == 0
 
 
+def test_a_node_marked_for_deletion_is_drained_then_comes_back(e2e: E2E) -> None:
+    """kube-proxy's :10256/healthz answers 503 on node-3 (SIGUSR1 to its stand-in): the
+    health checks (1 s interval, fall 2) take it out of Cluster Services with weight 0,
+    and rise 2 brings it back."""
+    agent = e2e.lab.children["node-3"]
+
+    def weight(node: str) -> int | None:
+        s = e2e.state() or {}
+        for svc in s.get("services", []):
+            if svc["key"] == "shop/web-lb":
+                for rs in svc["ports"][0]["real_servers"]:
+                    if rs["node"] == node:
+                        return int(rs["weight"])
+        return None
+
+    def map_holds_node3() -> bool:  # the kernel's view: node-3 in web-lb's slots
+        return routes_to(e2e.lb_rules(), "198.18.0.13", 30081)
+
+    assert weight("node-3") == 1 and map_holds_node3()
+    agent.send_signal(signal.SIGUSR1)
+    e2e.wait("node-3 drained", lambda: weight("node-3") == 0 and not map_holds_node3(), 8)
+    vip = e2e.vip("shop/web-lb")
+    e2e.observe()
+    assert all(e2e.get(vip) for _ in range(6))
+    assert e2e.new_connections(30081)["node-3"] == 0
+    agent.send_signal(signal.SIGUSR2)
+    e2e.wait("node-3 back", lambda: weight("node-3") == 1 and map_holds_node3(), 8)
+
+
 def test_sigkill_of_the_master_fails_over_under_a_second(e2e: E2E) -> None:
     vip = e2e.vip("shop/web-lb")
     shot_dir = REPO / "out" / "e2e"
