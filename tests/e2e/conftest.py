@@ -7,10 +7,13 @@ Chromium on the page."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,6 +130,42 @@ class E2E:
         tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
         os.replace(tmp, path)
         return time.monotonic()
+
+    @contextlib.contextmanager
+    def nft_events(self, lb: str = "lb1") -> Iterator[Callable[[Callable[[str], bool]], float]]:
+        """`nft monitor` on an LB host: yields wait(match) -> the monotonic time the kernel
+        reported the first ruleset change whose line matches (a reader thread stamps each
+        line as it arrives, so the figure does not depend on how fast we poll)."""
+        mon = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.netns(lb), "nft", "monitor", "rules"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+        )  # fmt: skip
+        lines: queue.Queue[tuple[float, str]] = queue.Queue()
+
+        def read() -> None:
+            assert mon.stdout is not None
+            for line in mon.stdout:
+                lines.put((time.monotonic(), line))
+
+        threading.Thread(target=read, daemon=True).start()
+
+        def wait(match: Callable[[str], bool]) -> float:
+            end = time.monotonic() + 5
+            while (left := end - time.monotonic()) > 0:
+                try:
+                    at, line = lines.get(timeout=left)
+                except queue.Empty:
+                    break
+                if match(line):
+                    return at
+            raise AssertionError("no matching ruleset change in 5 s")
+
+        try:
+            time.sleep(0.2)  # the monitor subscribes before anything changes
+            yield wait
+        finally:
+            mon.terminate()
+            mon.wait()
 
     def lb_rules(self, lb: str = "lb1") -> str:
         done = self.lab.run_in(lb, "nft", "list", "table", "inet", "appliance")
