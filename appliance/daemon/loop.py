@@ -334,10 +334,13 @@ class Daemon:
             except Exception as e:
                 errors.append(f"dns: {e}")
         if p.health is not None:
-            targets = derive_targets(state, desired, self.config.health)
-            self.health_problems = targets.problems
-            p.health.update(targets.targets)
-            self._health_events(p.health.health())
+            try:
+                targets = derive_targets(state, desired, self.config.health)
+                self.health_problems = targets.problems
+                p.health.update(targets.targets)
+                self._health_events(p.health.health())
+            except Exception as e:  # the checks keep their old targets; the rest goes on
+                errors.append(f"health: {e}")
         self._publish(state, desired)
         self._events_for(desired, changed)
         self.desired = desired

@@ -365,6 +365,25 @@ def test_a_failed_apply_is_reported_and_retried_and_the_rest_still_runs(
     assert rig.daemon.counters.syncs["ok"] >= 1
 
 
+def test_a_failing_health_update_is_an_error_of_the_sync_not_the_end_of_the_daemon() -> None:
+    rig = Rig()
+    boom = RuntimeError("prober lost its socket")
+
+    def update(targets: Iterable[Target]) -> None:
+        raise boom
+
+    rig.health.update = update  # type: ignore[method-assign]
+    rig.source.push(cluster())
+
+    async def body() -> None:
+        await rig.until(lambda: rig.daemon.last_sync is not None, "first sync")
+        record = rig.daemon.last_sync
+        assert record is not None and record.errors == ("health: prober lost its socket",)
+        assert len(rig.dataplane.applied) == 1  # the plan still reached the kernel
+
+    asyncio.run(_with_daemon(rig, body))
+
+
 # --- reload --------------------------------------------------------------------------------
 
 
