@@ -152,12 +152,15 @@ class Helpers:
 
 
 def free_ports(n: int) -> list[int]:
-    """n ports on 127.0.0.1 that nothing listens on now (bound and released)."""
+    """n ports on 127.0.0.1 that nothing listens on now (bound and released), below the
+    kernel's ephemeral range: an outgoing connection (ours, or anyone's) could take one
+    of those between this choice and the helper's bind."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     rng = random.Random(1)
     out: list[int] = []
     seen: set[int] = set()
     while len(out) < n:
-        port = rng.randrange(20000, 60000)
+        port = rng.randrange(10000, low)
         if port in seen:
             continue
         seen.add(port)
