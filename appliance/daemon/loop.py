@@ -28,7 +28,8 @@ from appliance.daemon.notify import Notifier
 from appliance.daemon.parts import DnsPart, Parts, SourcePart, close_dataplane
 from appliance.dataplane.base import ApplyReport
 from appliance.ha.speaker import InstanceStatus
-from appliance.health.targets import derive_targets
+from appliance.health.state import Verdict
+from appliance.health.targets import Target, derive_targets
 from appliance.model import ClusterState, DesiredState, Problem
 from appliance.plan import Planner
 
@@ -126,11 +127,11 @@ class Daemon:
         self._wake = asyncio.Event()
         self._retry_delay = 0.0
         self._retry: asyncio.TimerHandle | None = None
-        self._health_seen: Mapping[tuple[str, str], bool] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._publishing: asyncio.Task[None] | None = None
         if parts.health is not None:
             parts.health.on_change = self.mark_dirty
+            parts.health.on_transition = self._health_changed
         if parts.speaker is not None:
             parts.speaker.on_change = self._vrrp_changed
 
@@ -338,7 +339,6 @@ class Daemon:
                 targets = derive_targets(state, desired, self.config.health)
                 self.health_problems = targets.problems
                 p.health.update(targets.targets)
-                self._health_events(p.health.health())
             except Exception as e:  # the checks keep their old targets; the rest goes on
                 errors.append(f"health: {e}")
         self._publish(state, desired)
@@ -443,15 +443,16 @@ class Daemon:
         if changed and self.report is not None:
             self.event("info", f"dataplane: {self.report.summary()}")
 
-    def _health_events(self, health: Mapping[tuple[str, str], bool]) -> None:
-        seen = self._health_seen
-        for (service, node), up in sorted(health.items()):
-            if seen.get((service, node)) != up:
-                what = f"{service} on {node}" if service else f"node {node}"
-                self.event(
-                    "info" if up else "warning", f"health: {what} is {'up' if up else 'down'}"
-                )
-        self._health_seen = dict(health)
+    def _health_changed(self, target: Target, before: Verdict, after: Verdict, error: str) -> None:
+        """A verdict change, as the checker tells it (once, when it happens): an event on
+        the page. The checker itself writes the log line; this adds none."""
+        if after != "down" and before != "down":
+            return  # a first verdict of up: not news (the checker logs it at debug only)
+        what = f"{target.service} on {target.node}" if target.service else f"node {target.node}"
+        if after == "down":
+            self.event("warning", f"health: {what} is down: {error}")
+        else:
+            self.event("info", f"health: {what} is up again")
 
     def _vrrp_changed(self, status: InstanceStatus) -> None:
         self.counters.vrrp_transitions[(status.name, status.state)] += 1

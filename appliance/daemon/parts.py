@@ -19,6 +19,7 @@ from appliance.dataplane.base import ApplyReport
 from appliance.dns.server import DnsStats
 from appliance.ha.speaker import HaStatus, InstanceStatus
 from appliance.health.checker import TargetStatus
+from appliance.health.state import Verdict
 from appliance.health.targets import Target
 from appliance.model import ClusterState, DesiredState, Record, Vip
 
@@ -56,7 +57,9 @@ class DnsPart(Protocol):
 
 
 class HealthPart(Protocol):
-    on_change: Callable[[], None] | None
+    on_change: Callable[[], None] | None  # a verdict to or from down: plan again
+    # Each verdict change, told once when it happens: (target, before, after, error).
+    on_transition: Callable[[Target, Verdict, Verdict, str], None] | None
     checks: int
 
     def update(self, targets: Iterable[Target]) -> None: ...

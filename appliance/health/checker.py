@@ -37,6 +37,9 @@ DEFAULT_MAX_IN_FLIGHT = 1024
 LATENESS_SAMPLES = 100_000
 TICK = 0.01  # seconds: the wheel's bucket; a check starts at most this late (when idle)
 
+Transition = Callable[[Target, Verdict, Verdict, str], None]
+"""Told of each verdict change: (target, before, after, last error)."""
+
 
 @dataclass(frozen=True, slots=True)
 class TargetStatus:
@@ -109,12 +112,14 @@ class HealthChecker:
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         on_change: Callable[[], None] | None = None,
+        on_transition: Transition | None = None,
         prober: Prober | None = None,
         rng: random.Random | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.max_in_flight = max_in_flight
         self.on_change = on_change
+        self.on_transition = on_transition
         self.prober = prober or Prober()
         self.rng = rng or random.Random()
         self.wall = wall
@@ -233,6 +238,8 @@ class HealthChecker:
             log.info("health: %s is up again after %d successes", what, t.rise)
         else:
             log.debug("health: %s is up", what)
+        if self.on_transition is not None:
+            self.on_transition(t, before, after, slot.last_error)
         if after == "down" or before == "down":
             self._notify()
 

@@ -179,6 +179,7 @@ class MemoryDns:
 class MemoryHealth:
     def __init__(self) -> None:
         self.on_change: Callable[[], None] | None = None
+        self.on_transition: Callable[[Target, str, str, str], None] | None = None
         self.checks = 0
         self.results: Counter[str] = Counter()
         self.targets: tuple[Target, ...] = ()
@@ -191,9 +192,14 @@ class MemoryHealth:
         return dict(self.verdicts)
 
     def set(self, key: tuple[str, str], up: bool) -> None:
+        before = {None: "unknown", True: "up", False: "down"}[self.verdicts.get(key)]
         self.verdicts[key] = up
         self.checks += 1
         self.results["ok" if up else "failed"] += 1
+        (t,) = [t for t in self.targets if t.key == key]
+        after = "up" if up else "down"
+        if self.on_transition is not None and after != before:  # as the checker: once
+            self.on_transition(t, before, after, "" if up else "connection refused")
         if self.on_change is not None:
             self.on_change()
 
@@ -333,6 +339,7 @@ def test_health_results_are_fed_back_into_the_plan() -> None:
     async def body() -> None:
         await rig.until(lambda: len(rig.dataplane.applied) == 1, "first apply")
         assert rig.health.targets, "targets derived from the plan"
+        rig.health.set(("", "node-1"), True)  # a first verdict of up: no news
         rig.health.set(("", "node-2"), False)  # the node-wide (kube-proxy) check fails
         await rig.until(lambda: len(rig.dataplane.applied) == 2, "re-plan after health")
 
@@ -340,7 +347,9 @@ def test_health_results_are_fed_back_into_the_plan() -> None:
     before, after = (weights(d) for d in rig.dataplane.applied)
     assert before.get("node-2", 0) > 0
     assert after.get("node-2", 0) == 0
-    assert any("node node-2 is down" in e.message for e in rig.daemon.events)
+    # Told once, by the checker, when it happened: not again by each later sync.
+    health = [e.message for e in rig.daemon.events if e.message.startswith("health:")]
+    assert health == ["health: node node-2 is down: connection refused"]
 
 
 def test_a_failed_apply_is_reported_and_retried_and_the_rest_still_runs(

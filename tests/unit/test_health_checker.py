@@ -5,9 +5,12 @@ and verdicts that drop when their target changed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
+
+import pytest
 
 from appliance.health import HealthChecker, Outcome, Target
 
@@ -147,3 +150,42 @@ def test_new_timing_keeps_the_verdict() -> None:
     run_for(checker, 0.1, retime())
     assert checker.transitions == Counter({("unknown", "down"): 1})
     assert checker.targets()[0].interval == 0.03
+
+
+def test_each_change_is_logged_once_counted_once_and_told_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    prober = FakeProber(delay=0.0, ok=True)
+    told: list[tuple[str, str, str]] = []
+    checker = HealthChecker(
+        prober=prober,  # type: ignore[arg-type]
+        rng=random.Random(1),
+        on_transition=lambda t, before, after, error: told.append((before, after, error)),
+    )
+    checker.update([target(0)])
+
+    async def flip() -> None:
+        async def until(verdict: bool) -> None:
+            while checker.health() != {target(0).key: verdict}:
+                await asyncio.sleep(0.005)
+
+        await until(True)
+        prober.ok = False
+        await until(False)
+        prober.ok = True
+        await until(True)
+
+    with caplog.at_level(logging.INFO, logger="appliance.health"):
+        run_for(checker, 0.2, flip())
+    assert told == [
+        ("unknown", "up", ""),
+        ("up", "down", "connection refused"),
+        ("down", "up", "connection refused"),
+    ]
+    assert [r.getMessage().split(" is ")[1] for r in caplog.records] == [
+        "down after 2 failures: connection refused",
+        "up again after 1 successes",
+    ]
+    assert checker.transitions == Counter(
+        {("unknown", "up"): 1, ("up", "down"): 1, ("down", "up"): 1}
+    )
