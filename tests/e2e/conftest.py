@@ -194,9 +194,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     lab.up(lb="processes", web_ports=ports)
     try:
         e = E2E(lab, ports)
+        # Both hosts through their first sync (a page can answer before its VRRP state).
         e.wait(
-            "lb1 master and ready", lambda: lab.master() == "lb1" and (e.state() or {}).get("ready")
-        )
+            "lb1 master, both ready",
+            lambda: lab.master() == "lb1"
+            and all((e.state(lb) or {}).get("ready") and (e.state(lb) or {}).get("vrrp")
+                    for lb in ("lb1", "lb2")),
+        )  # fmt: skip
         yield e
     finally:
         lab.down()
