@@ -106,18 +106,17 @@ class NftablesBackend:
     # --- the kernel -------------------------------------------------------------------
 
     async def _nft(self, script: str) -> None:
+        err = b""
         if self.netns is None:
             if self._lib is None:
                 self._lib = libnft.Nft()
             err = await self._lib.run(script)
-            if err:
-                # A refused transaction changed nothing; the command names the failing
-                # line (the library does not), so ask it again for the message.
-                rc, _, err = await run_tool(["nft", "-f", "-"], script.encode())
-                err = err or b"failed" if rc != 0 else b""
-        else:  # another namespace (tests, `apply --netns`): the command inside it
-            rc, _, err = await run_tool(["nft", "-f", "-"], script.encode(), self.netns)
-            err = err or b"failed" if rc != 0 else b""
+        if self.netns is not None or err:
+            # Another namespace (tests, `apply --netns`): the command inside it. A refusal:
+            # it changed nothing, and the command names the failing line (the library does
+            # not), so it words the error.
+            rc, _, out = await run_tool(["nft", "-f", "-"], script.encode(), self.netns)
+            err = (out or b"failed") if rc != 0 else b""
         if err:
             raise DataplaneError(f"nft refused the transaction: {_nft_error(err, script)}")
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +52,23 @@ def register(subparsers: Any) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
-def _root() -> str | None:
-    return None if os.geteuid() == 0 else "appliance lab: needs root (it makes namespaces)"
+def _as_root(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The actions that make or remove namespaces: a clear line and exit 2 without root."""
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> int:
+        if os.geteuid() != 0:
+            print("appliance lab: needs root (it makes namespaces)", file=sys.stderr)
+            return 2
+        return cmd(args)
+
+    return run
 
 
+@_as_root
 def cmd_up(args: argparse.Namespace) -> int:
     from appliance.lab.lab import EXAMPLES, Lab
 
-    if why := _root():
-        print(why, file=sys.stderr)
-        return 2
     ports = [p for p in (args.web_ports or [8080, 8081]) if p]
     lab = Lab(args.prefix)
     try:
@@ -76,12 +85,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+@_as_root
 def cmd_down(args: argparse.Namespace) -> int:
     from appliance.lab.lab import Lab
 
-    if why := _root():
-        print(why, file=sys.stderr)
-        return 2
     removed = Lab(args.prefix).down()
     for line in removed:
         print(f"removed {line}")
@@ -114,10 +121,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+@_as_root
 def cmd_demo(args: argparse.Namespace) -> int:
     from appliance.lab.demo import demo
 
-    if why := _root():
-        print(why, file=sys.stderr)
-        return 2
     return demo(args.prefix)

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from appliance.lab.lab import Lab
+from tests.health.backends import free_port
 from tests.support.netns import why_no_netns
 
 PREFIX = "aane2e-"
@@ -32,14 +33,6 @@ T = TypeVar("T")
 # Our own counters of new connections per NodePort, read in each node's namespace: which
 # nodes the LB hosts really sent clients to, whatever the appliance thinks it did.
 OBSERVED_PORTS = (30081, 30090)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class E2E:
@@ -190,17 +183,19 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         pytest.skip(why)
     lab = Lab(PREFIX, state_root=tmp_path_factory.mktemp("lab"))
     lab.down()  # a lab of a crashed earlier run
-    ports = [free_port(), free_port()]
+    ports = [free_port(["127.0.0.1"]), free_port(["127.0.0.1"])]
     lab.up(lb="processes", web_ports=ports)
     try:
         e = E2E(lab, ports)
-        # Both hosts through their first sync (a page can answer before its VRRP state).
+
+        def synced(lb: str) -> bool:  # a page can answer before its VRRP state
+            state = e.state(lb) or {}
+            return bool(state.get("ready") and state.get("vrrp"))
+
         e.wait(
-            "lb1 master, both ready",
-            lambda: lab.master() == "lb1"
-            and all((e.state(lb) or {}).get("ready") and (e.state(lb) or {}).get("vrrp")
-                    for lb in ("lb1", "lb2")),
-        )  # fmt: skip
+            "lb1 master, both hosts synced",
+            lambda: lab.master() == "lb1" and synced("lb1") and synced("lb2"),
+        )
         yield e
     finally:
         lab.down()

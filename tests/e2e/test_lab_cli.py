@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from appliance.lab import topology
-from tests.e2e.conftest import REPO, free_port
+from tests.e2e.conftest import REPO
+from tests.health.backends import free_port
 from tests.support.netns import why_no_netns
 
 pytestmark = pytest.mark.root
@@ -40,7 +41,7 @@ def test_down_after_a_crash_removes_everything() -> None:
     if why:
         pytest.skip(why)
     lab("down")
-    port = free_port()
+    port = free_port(["127.0.0.1"])
     try:
         up = lab("up", "--lb", "none", "--web-port", str(port), "--web-port", "0")
         assert up.returncode == 0, up.stderr
