@@ -9,6 +9,7 @@ changes. The wheels the hosts install (they reach no index) are built here too.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -107,17 +108,41 @@ def image() -> str:
     return IMAGE
 
 
+LOCKED = "requirements.txt"  # in the wheelhouse: the runtime part of uv.lock, with hashes
+
+
 def wheels(out: Path) -> Path:
-    """The appliance wheel and its dependencies in `out` (hosts in the lab reach no index)."""
+    """The LB hosts' wheelhouse in `out` (hosts in the lab reach no index): the runtime
+    dependencies exactly as uv.lock pins them, their hashes checked as they are fetched,
+    listed with those hashes in requirements.txt for the hosts' own check, and the appliance
+    wheel. The role installs the first with --require-hashes, the appliance with --no-deps."""
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("appliance-*.whl"):
+    for old in out.glob("*.whl"):
         old.unlink()
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(out), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
+    locked = locked_requirements(out / LOCKED)
+    # pip's config on this machine (find-links, constraints, other indexes) is not the lock's.
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
+    pip += ["-w", str(out)]
+    _run([*pip, "--require-hashes", "--no-deps", "-r", str(locked)], env)
+    _run([*pip, "--no-deps", str(ROOT)], env)
     return out
+
+
+def locked_requirements(path: Path) -> Path:
+    """uv.lock's runtime part as a requirements file with hashes, at `path`."""
+    uv = ROOT / "build" / "tools" / "bin" / "uv"
+    if not uv.exists():
+        raise RuntimeError(f"{uv} is missing: run `make deps` first (it installs uv)")
+    _run([str(uv), "export", "-q", "--frozen", "--no-dev", "--no-emit-project",
+          "--format", "requirements-txt", "--no-header", "-o", str(path)])  # fmt: skip
+    return path
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} ... failed: {done.stderr.strip()[-2000:]}")
 
 
 if __name__ == "__main__":
