@@ -200,7 +200,8 @@ def make_parts(config: Config) -> Parts:
     if config.ha.interface is not None and config.ha.instances:
         from appliance.ha.speaker import Speaker
 
-        speaker = Speaker(config.ha, pools=config.pools)
+        # No master without a plan: a host that has not synced must not take VIPs away.
+        speaker = Speaker(config.ha, pools=config.pools, wait_for_plan=True)
     dns = make_dns(config.dns)
     health: HealthPart | None = None
     if config.health.enabled:

@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 LINK_POLL = 0.05  # seconds between interface state checks (Fault detection)
 LINK_LOCAL_WAIT_STEPS = 100  # x LINK_POLL: how long start() waits for an IPv6 link-local
 IPTOS_PREC_INTERNETCONTROL = 0xC0  # what keepalived and routers mark VRRP with
+# Until the first plan: the lowest priority there is, so a peer that holds VIPs keeps them
+# (keepalived users set vrrp_startup_delay for this). Alone on the LAN we still become
+# master, holding nothing until the plan says what.
+PLANLESS_PRIORITY = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +199,7 @@ class Speaker:
         pools: Sequence[Pool] = (),
         announcer: Announcer | None = None,
         on_change: Callable[[InstanceStatus], None] | None = None,
+        wait_for_plan: bool = False,
     ) -> None:
         if ha.interface is None:
             raise ValueError("ha.interface is not set: there is nothing to speak VRRP on")
@@ -217,6 +222,8 @@ class Speaker:
         self._monitor: asyncio.Task[None] | None = None
         self._all_vips: tuple[Vip, ...] = ()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The daemon's first set_vips() is its first plan; until then, PLANLESS_PRIORITY.
+        self._waiting_for_plan = wait_for_plan
 
     # -- the daemon's API -----------------------------------------------------------
     async def start(self) -> None:
@@ -242,7 +249,7 @@ class Speaker:
             family = 4 if config.family == "IPv4" else 6
             settings = RouterSettings(
                 vrid=config.vrid,
-                priority=config.priority,
+                priority=PLANLESS_PRIORITY if self._waiting_for_plan else config.priority,
                 interval_cs=vrrp.interval_cs(config.advert_interval),
                 address=self._channels[family].source or "",
                 preempt=config.preempt,
@@ -251,13 +258,34 @@ class Speaker:
             inst = _Instance(config, VirtualRouter(settings))
             inst.router.link_up = link.up
             self._instances.append(inst)
-        self.set_vips(self._all_vips)
+        self._assign(self._all_vips)
         for inst in self._instances:
             self._apply(inst, inst.router.start(now))
         self._monitor = asyncio.create_task(self._watch_link())
 
     def set_vips(self, vips: Iterable[Vip]) -> None:
-        """The VIPs the plan wants announced; each instance takes its group."""
+        """The VIPs the plan wants announced; each instance takes its group. The first call
+        is the plan the speaker waited for: the configured priorities apply from then on."""
+        self._assign(vips)
+        if self._waiting_for_plan:
+            self._waiting_for_plan = False
+            if self._loop is not None:
+                now = self._loop.time()
+                for inst in self._instances:
+                    log.info(
+                        "%s: %s (VRID %d): first plan: priority %d",
+                        self.interface,
+                        inst.config.name,
+                        inst.config.vrid,
+                        inst.config.priority,
+                    )
+                    self._apply(inst, inst.router.set_priority(inst.config.priority, now))
+
+    @property
+    def waiting_for_plan(self) -> bool:
+        return self._waiting_for_plan
+
+    def _assign(self, vips: Iterable[Vip]) -> None:
         self._all_vips = tuple(vips)
         for inst in self._instances:
             new = instance_vips(inst.config, self._all_vips)
@@ -286,7 +314,7 @@ class Speaker:
                     since=wall - (loop_now - i.router.since),
                     reason=i.router.reason,
                     master=i.router.master_address,
-                    priority=i.config.priority,
+                    priority=i.router.settings.priority,
                     advert_interval=i.router.settings.interval_cs / 100,
                     adverts_in=i.adverts_in,
                     adverts_out=i.adverts_out,

@@ -11,7 +11,7 @@ preempt delay (after start, a higher-priority backup waits this long before pree
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from appliance.ha.vrrp import PRIORITY_OWNER, PRIORITY_STOP, Advert
@@ -129,6 +129,17 @@ class VirtualRouter:
         if actions and isinstance(actions[-1], Transition):
             actions[-1] = Transition("fault", actions[-1].new, "interface up")
         return actions
+
+    def set_priority(self, priority: int, now: float) -> list[Action]:
+        """Our priority changed (the plan arrived, a tracked thing failed). A master tells
+        the backups at once, so a lower priority lets a preempting peer take over now."""
+        if priority == self.settings.priority:
+            return []
+        self.settings = replace(self.settings, priority=priority)
+        if self.state != "master":
+            return []  # the next Master_Down_Interval uses the new skew
+        self.adver_timer = now + self.interval
+        return [Send(priority)]
 
     def receive(self, advert: Advert, source: str, now: float) -> list[Action]:
         """An advert for our VRID that passed the codec's checks (6.4.2, 6.4.3)."""

@@ -403,3 +403,32 @@ def test_random_events_keep_invariants(
             assert r.deadline is None
             assert r.master_address is None
         assert r.since <= now
+
+
+def test_a_planless_backup_does_not_preempt_then_its_plan_does() -> None:
+    # Started at priority 1 (no plan yet), beside a master at 90: it stays backup however
+    # long it waits, then its plan (priority 150) lets it preempt at the next timeout.
+    r = router(priority=1)
+    r.start(0.0)
+    for t in range(1, 40):
+        assert r.receive(advert(90), B, t * 1.0) == []
+        assert r.expire(t * 1.0) == []
+    assert r.state == "backup"
+    assert r.set_priority(150, 40.0) == []  # a backup says nothing; it preempts by timer
+    r.receive(advert(90), B, 40.5)  # lower than ours now: the timer is not reset
+    deadline = r.deadline
+    assert deadline is not None and deadline < 40.0 + r.master_down_interval + CS
+    actions = r.expire(deadline)
+    assert actions[0] == Send(150)
+    assert r.state == "master"
+
+
+def test_a_master_tells_its_new_priority_at_once() -> None:
+    r = router(priority=100)
+    r.start(0.0)
+    r.expire(r.deadline or 0.0)
+    assert r.state == "master"
+    assert r.set_priority(100, 5.0) == []
+    assert r.set_priority(50, 5.0) == [Send(50)]
+    assert r.deadline == pytest.approx(5.0 + r.interval, abs=CS)
+    assert r.settings.priority == 50
