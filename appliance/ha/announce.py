@@ -13,7 +13,7 @@ import errno
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped,unused-ignore]
@@ -130,3 +130,26 @@ class Announcer:
         while True:
             await asyncio.sleep(self.garp_refresh)
             self.announce(sorted(self.held))
+
+
+async def release_strays(interface: str, ours: Callable[[str], bool]) -> list[str]:
+    """Remove every address on `interface` for which `ours` says it is a VIP (one of our
+    pools), and return them. At start nothing is held yet, so a VIP there is a killed run's
+    leftover; after the daemon dies (systemd's ExecStopPost) it answers ARP for nobody."""
+    removed: list[str] = []
+    ipr = AsyncIPRoute()
+    try:
+        link = await lookup(ipr, interface)
+        async for msg in await ipr.addr("dump", index=link.index):
+            address = msg.get("IFA_ADDRESS") or msg.get("address")
+            if not address or not ours(address):
+                continue
+            try:
+                await ipr.addr("del", index=link.index, address=address, prefixlen=msg["prefixlen"])
+                removed.append(address)
+            except NetlinkError as e:
+                if e.code != errno.EADDRNOTAVAIL:
+                    log.warning("%s: del %s: %s", interface, address, e)
+    finally:
+        ipr.close()
+    return removed

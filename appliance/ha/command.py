@@ -44,6 +44,12 @@ def register(subparsers: Any) -> None:
         help="a VIP to announce (repeatable); it goes to the instance owning its pool",
     )
     p.add_argument("--status-file", help="keep the speaker's status here as JSON")
+    p.add_argument(
+        "--release",
+        action="store_true",
+        help="remove every address of the pools from ha.interface and exit (the unit's"
+        " ExecStopPost: a dead daemon's VIPs must not keep answering ARP)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every dropped advert")
     p.set_defaults(func=cmd_ha)
 
@@ -90,6 +96,21 @@ async def _run(args: argparse.Namespace, config: Any, vips: list[Any]) -> int:
     return 0
 
 
+async def _release(config: Any) -> int:
+    from appliance.ha.announce import release_strays
+    from appliance.ha.link import LinkError
+    from appliance.ha.speaker import in_pools
+
+    try:
+        removed = await release_strays(config.ha.interface, lambda a: in_pools(a, config.pools))
+    except (OSError, LinkError) as e:
+        print(f"appliance ha --release: {e}", file=sys.stderr)
+        return 1
+    for address in removed:
+        print(f"removed {address} from {config.ha.interface}")
+    return 0
+
+
 def cmd_ha(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
     from appliance.model import Vip
@@ -110,6 +131,8 @@ def cmd_ha(args: argparse.Namespace) -> int:
     if config.ha.interface is None or not config.ha.instances:
         print(f"appliance ha: {path}: no ha.interface or ha.instances", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.release:
+        return asyncio.run(_release(config))
     vips = []
     for text in args.vip:
         try:

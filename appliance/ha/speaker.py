@@ -27,7 +27,7 @@ from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 
 from appliance.config_types import HaConfig, Pool, VrrpInstance
 from appliance.ha import vrrp
-from appliance.ha.announce import Announcer
+from appliance.ha.announce import Announcer, release_strays
 from appliance.ha.link import LinkInfo, is_up, lookup
 from appliance.ha.virtual_router import (
     Action,
@@ -94,7 +94,7 @@ def instance_vips(
     return tuple(sorted(chosen, key=lambda a: int(ipaddress.ip_address(a))))
 
 
-def _in_pools(address: str, pools: Sequence[Pool]) -> bool:
+def in_pools(address: str, pools: Sequence[Pool]) -> bool:
     ip = ipaddress.ip_address(address)
     return any(
         first.version == ip.version and first <= ip <= last  # type: ignore[operator]
@@ -230,15 +230,18 @@ class Speaker:
         self._loop = asyncio.get_running_loop()
         self._ipr = AsyncIPRoute()
         # A VIP left behind by a killed run must not become our primary address.
-        link = await lookup(self._ipr, self.interface, skip=lambda a: _in_pools(a, self.pools))
+        link = await lookup(self._ipr, self.interface, skip=lambda a: in_pools(a, self.pools))
         wants_v6 = any(i.family == "IPv6" for i in self.ha.instances)
         for _ in range(LINK_LOCAL_WAIT_STEPS):
             if link.ipv6_link_local is not None or not wants_v6 or not link.up:
                 break
             # Right after boot the link-local address may still be in DAD (about a second).
             await asyncio.sleep(LINK_POLL)
-            link = await lookup(self._ipr, self.interface, skip=lambda a: _in_pools(a, self.pools))
+            link = await lookup(self._ipr, self.interface, skip=lambda a: in_pools(a, self.pools))
         self._link = link
+        # Nothing is held yet: a VIP on the interface is a killed run's (or someone's) leftover.
+        for vip in await release_strays(self.interface, lambda a: in_pools(a, self.pools)):
+            log.warning("%s: removed %s, a VIP this host does not hold (yet)", self.interface, vip)
         await self.announcer.start()
         for family in sorted({4 if i.family == "IPv4" else 6 for i in self.ha.instances}):
             channel = _Channel(family, link)
