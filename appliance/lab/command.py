@@ -46,6 +46,14 @@ def register(subparsers: Any) -> None:
     st = sub.add_parser("status", help="what exists and runs, and which LB host is master")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    fail = sub.add_parser(
+        "fail", help="an LB host goes away: its link down on the LAN, its daemon killed"
+    )
+    fail.add_argument("host", help="lb1 or lb2")
+    fail.set_defaults(func=cmd_fail)
+    heal = sub.add_parser("heal", help="the LB host comes back: link up, daemon started")
+    heal.add_argument("host", help="lb1 or lb2")
+    heal.set_defaults(func=cmd_heal)
     demo = sub.add_parser(
         "demo", help="`make demo`: lab up, Ansible onto lb1 and lb2, then show it working"
     )
@@ -118,6 +126,30 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {name:16} pid {pid:<7} {'running' if alive else 'gone'}")
     if "master" in st:
         print(f"  VRRP master: {st['master'] or 'none answers'}")
+    return 0
+
+
+@_as_root
+def cmd_fail(args: argparse.Namespace) -> int:
+    return _fault(args, "fail")
+
+
+@_as_root
+def cmd_heal(args: argparse.Namespace) -> int:
+    return _fault(args, "heal")
+
+
+def _fault(args: argparse.Namespace, action: str) -> int:
+    from appliance.lab.lab import Lab
+
+    lab = Lab(args.prefix)
+    try:
+        done = lab.fail(args.host) if action == "fail" else lab.heal(args.host)
+    except (KeyError, RuntimeError) as e:
+        print(f"appliance lab {action}: {str(e).strip(chr(39))}", file=sys.stderr)
+        return 2
+    for line in done:
+        print(line)
     return 0
 
 

@@ -163,9 +163,13 @@ def demo(prefix: str = topology.DEFAULT_PREFIX) -> int:
     say(f"  status pages:  http://127.0.0.1:{WEB_PORTS[0]}/ (lb1)  "
         f"http://127.0.0.1:{WEB_PORTS[1]}/ (lb2)")  # fmt: skip
     say(f"  a client:      ip netns exec {lab.netns('client')} curl http://<VIP>/")
-    say(f"  failover:      podman stop {c}   (the master host goes away; the other "
-        "takes the VIPs within a second)")  # fmt: skip
-    say(f"                 podman exec {c} systemctl kill -s KILL appliance   (only the daemon)")
+    lab_cmd = f"{Path(sys.executable).parent / 'appliance'} lab"
+    say(f"  host loss:     {lab_cmd} fail {master}   (its cable pulled and its processes "
+        "killed; the other takes the VIPs within a second)")  # fmt: skip
+    say(f"                 {lab_cmd} heal {master}   (it comes back, and takes the VIPs back "
+        "after its first sync)")  # fmt: skip
+    say(f"  daemon crash:  podman exec {c} systemctl kill -s KILL appliance   (systemd removes "
+        "its VIPs, restarts it)")  # fmt: skip
     say(f"  who is master: {Path(sys.executable).parent / 'appliance'} lab status")
     say(f"  tear down:     {Path(sys.executable).parent / 'appliance'} lab down")
     if answered == 0:

@@ -196,6 +196,51 @@ class Lab:
         for h in topology.lbs():
             _wait_systemd(self.container(h.name))
 
+    # --- faults -------------------------------------------------------------------------
+
+    def fail(self, lb: str) -> list[str]:
+        """The LB host goes away as in a power cut: its cable pulled (the switch's port down,
+        so nobody hears its adverts or ARP replies) and its daemon killed (SIGKILL: no
+        resignation). Its kernel keeps what it had, as a dead host's would."""
+        self._lb_host(lb)
+        done = [f"link {lb} down on the LAN"]
+        _ip_link(self.netns(topology.LAN), lb, "down")
+        if self.info().get("lb") == "containers":
+            lab_image.podman("kill", self.container(lb), check=False)
+            done.append(f"container {self.container(lb)} killed")
+            return done
+        pid = self._pids().get(f"appliance-{lb}")
+        child = self.children.get(f"appliance-{lb}")
+        if pid is not None and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if child is not None and child.pid == pid:
+                child.wait()
+            done.append(f"daemon {pid} killed")
+        return done
+
+    def heal(self, lb: str) -> list[str]:
+        """The host comes back: its cable in, its daemon (or its container's systemd) started."""
+        self._lb_host(lb)
+        _ip_link(self.netns(topology.LAN), lb, "up")
+        done = [f"link {lb} up on the LAN"]
+        if self.info().get("lb") == "containers":
+            lab_image.podman("start", self.container(lb))
+            _wait_systemd(self.container(lb))
+            return [*done, f"container {self.container(lb)} started"]
+        pid = self._pids().get(f"appliance-{lb}")
+        if pid is None or not _alive(pid):
+            done.append(f"daemon {self.start_daemon(lb).pid} started")
+        return done
+
+    def _lb_host(self, lb: str) -> None:
+        if lb not in {h.name for h in topology.lbs()}:
+            raise KeyError(
+                f"no LB host {lb!r} (LB hosts: {', '.join(h.name for h in topology.lbs())})"
+            )
+        if not self.state.exists():
+            raise RuntimeError(f"no lab named {self.prefix!r}: `appliance lab up` first")
+
     # --- the record of what runs --------------------------------------------------------
 
     def _pids(self) -> dict[str, int]:
@@ -294,6 +339,10 @@ class Lab:
             if state and any(i.get("state") == "master" for i in state.get("vrrp", [])):
                 return h.name
         return None
+
+
+def _ip_link(ns: str, link: str, state: str) -> None:
+    subprocess.run(["ip", "-n", ns, "link", "set", link, state], check=True, capture_output=True)
 
 
 def _alive(pid: int) -> bool:

@@ -16,8 +16,9 @@ import time
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.e2e.conftest import E2E, HERE, REPO
+from tests.e2e.conftest import E2E, HERE, PREFIX, REPO
 
 pytestmark = pytest.mark.root
 
@@ -229,3 +230,51 @@ def test_sigkill_of_the_master_fails_over_under_a_second(e2e: E2E) -> None:
     assert after["host"].startswith("lb2"), after
     assert set(after["roles"].values()) == {"master"}, after
     assert after["owners"]["198.18.100.0"].startswith("lb2"), after
+
+
+def _lan_link_up(lb: str) -> bool:
+    """Is the LAN's end of the host's cable up (`ip link` in the bridge's namespace)?"""
+    out = subprocess.run(
+        ["ip", "-n", f"{PREFIX}lan", "-o", "link", "show", lb],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return "UP" in out.split("<", 1)[1].split(">", 1)[0].split(",")
+
+
+def test_the_killed_master_returns_and_takes_back_its_vips_after_its_first_sync(
+    e2e: E2E,
+) -> None:
+    # lb1's daemon was SIGKILLed above; `lab heal` starts it again. It must not preempt
+    # before it has a plan, then (its priority is above lb2's) it takes the VIPs back.
+    assert e2e.lab.master() == "lb2"
+    assert "daemon" in " ".join(e2e.lab.heal("lb1"))
+    e2e.wait("lb1 master again", lambda: e2e.lab.master() == "lb1")
+    vip = e2e.vip("shop/web-lb")
+    state = e2e.state("lb1") or {}
+    assert state.get("ready"), state
+    # Its configured priorities now, not the planless 1 it started with.
+    config = yaml.safe_load((e2e.lab.state / "lb1.yaml").read_text())
+    configured = {i["name"]: i["priority"] for i in config["ha"]["instances"]}
+    assert {i["instance"]: i["priority"] for i in state["vrrp"]} == configured, state["vrrp"]
+    assert 1 not in configured.values()
+    e2e.wait("lb2 backup", lambda: {i["state"] for i in (e2e.state("lb2") or {})["vrrp"]}
+             == {"backup"})  # fmt: skip
+    assert e2e.get(vip), "no answer through the VIP after lb1 came back"
+
+
+def test_host_loss_and_return(e2e: E2E) -> None:
+    # `lab fail`: lb1's cable pulled and its daemon killed. lb2 takes over; the client is
+    # served through lb2; `lab heal` brings lb1 back, and it takes over again.
+    vip = e2e.vip("shop/web-lb")
+    assert _lan_link_up("lb1")
+    e2e.lab.fail("lb1")
+    assert not _lan_link_up("lb1")
+    e2e.wait("lb2 master", lambda: e2e.lab.master() == "lb2")
+    e2e.wait("served through lb2", lambda: e2e.get(vip))
+    flows = e2e.lab.run_in("lb2", "conntrack", "-L", "-p", "tcp", "-d", vip).stdout
+    assert f"dst={vip}" in flows, flows
+    assert e2e.state("lb1") is None  # gone from the LAN: its page does not answer
+    e2e.lab.heal("lb1")
+    assert _lan_link_up("lb1")
+    e2e.wait("lb1 master again", lambda: e2e.lab.master() == "lb1")
+    assert e2e.get(vip)
