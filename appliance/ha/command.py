@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--status-file", help="keep the speaker's status here as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log every dropped advert")
+    p.add_argument(
+        "--print-firewall",
+        action="store_true",
+        help="print the nft script that admits VRRP only from the peers (for `nft -f -`), exit",
+    )
     p.set_defaults(func=cmd_ha)
 
 
@@ -110,6 +115,11 @@ def cmd_ha(args: argparse.Namespace) -> int:
     if config.ha.interface is None or not config.ha.instances:
         print(f"appliance ha: {path}: no ha.interface or ha.instances", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.print_firewall:
+        from appliance.ha.firewall import render
+
+        print(render(config.ha), end="")
+        return 0
     vips = []
     for text in args.vip:
         try:
