@@ -403,6 +403,7 @@ def _ha(c: Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
                 "family",
                 "pools",
                 "unicast_peers",
+                "peers",
                 "v3_checksum_as_v2",
             ),
             nullable=False,
@@ -464,18 +465,8 @@ def _ha(c: Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
         if not e.get("pools"):
             for pn in pool_names:
                 _own(c, owners, family, pn, pp, name, every=True)
-        peers: list[str] = []
-        up = join_key(p, "unicast_peers")
-        for j, peer in enumerate(c.seq(e.get("unicast_peers"), up, "a list of addresses")):
-            addr = parse_ip(peer) if isinstance(peer, str) else None
-            if addr is None:
-                c.err(join_index(up, j), f"must be an IP address, got {found(peer)}")
-            elif f"IPv{addr.version}" != family:
-                c.err(join_index(up, j), f"{peer!r} is IPv{addr.version}, the instance is {family}")
-            elif str(addr) in peers:
-                c.err(join_index(up, j), f"duplicate peer {peer!r}")
-            else:
-                peers.append(str(addr))
+        peers = _peers(c, e, p, "unicast_peers", family, pools)
+        accepted = _peers(c, e, p, "peers", family, pools)
         as_v2 = c.boolean(e, "v3_checksum_as_v2", p, False)
         if as_v2 and family != "IPv4":
             c.err(join_key(p, "v3_checksum_as_v2"), "applies only to IPv4 instances")
@@ -490,6 +481,7 @@ def _ha(c: Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
                 preempt_delay=c.duration(e, "preempt_delay", p, 0.0, 0.0, 3600.0),
                 pools=tuple(owned),
                 unicast_peers=tuple(peers),
+                peers=tuple(accepted),
                 family=family,
                 v3_checksum_as_v2=as_v2,
             )
@@ -501,6 +493,40 @@ def _ha(c: Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
         garp_interval=c.duration(d, "garp_interval", path, 0.02, 0.0, 60.0),
         garp_refresh=c.duration(d, "garp_refresh", path, 0.0, 0.0, 86400.0),
     )
+
+
+def _peers(
+    c: Checker, e: Mapping[str, Any], path: str, key: str, family: str, pools: Sequence[Pool]
+) -> list[str]:
+    """A list of peer addresses: IP addresses of the instance's family, not ours."""
+    peers: list[str] = []
+    kp = join_key(path, key)
+    for j, peer in enumerate(c.seq(e.get(key), kp, "a list of addresses")):
+        addr = parse_ip(peer) if isinstance(peer, str) else None
+        pj = join_index(kp, j)
+        if addr is None:
+            c.err(pj, f"must be an IP address, got {found(peer)}")
+        elif f"IPv{addr.version}" != family:
+            c.err(pj, f"{peer!r} is IPv{addr.version}, the instance is {family}")
+        elif addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+            c.err(pj, f"{peer!r} is not a host's address (multicast, unspecified or loopback)")
+        elif (pool := _pool_of(addr, pools)) is not None:
+            c.err(pj, f"{peer!r} is our own address (a VIP of pool {pool!r}), not a peer")
+        elif str(addr) in peers:
+            c.err(pj, f"duplicate peer {peer!r}")
+        else:
+            peers.append(str(addr))
+    return peers
+
+
+def _pool_of(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, pools: Sequence[Pool]
+) -> str | None:
+    for pool in pools:
+        for first, last in pool.ranges:
+            if first.version == address.version and first <= address <= last:  # type: ignore[operator]
+                return pool.name
+    return None
 
 
 def _own(

@@ -106,8 +106,15 @@ class VrrpInstance:
     preempt_delay: float = 0.0
     pools: tuple[str, ...] = ()  # whose VIPs this instance owns; empty: every pool
     unicast_peers: tuple[str, ...] = ()
+    # Accept adverts only from these sources (and the unicast peers); none: from anyone.
+    peers: tuple[str, ...] = ()
     family: Family = "IPv4"
     v3_checksum_as_v2: bool = False  # IPv4: checksum without the pseudo-header (RFC 9568)
+
+    @property
+    def accepted_peers(self) -> tuple[str, ...]:
+        """The sources whose adverts we accept; empty: any host on the LAN."""
+        return tuple(dict.fromkeys(self.peers + self.unicast_peers))
 
 
 @dataclass(frozen=True, slots=True)

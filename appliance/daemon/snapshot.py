@@ -33,6 +33,8 @@ def _vrrp(status: HaStatus | None) -> list[dict[str, Any]]:
             "adverts_out": i.adverts_out,
             "vips": list(i.vips),
             "holding": list(i.holding),
+            "dropped": dict(i.dropped),
+            "peers": list(i.peers),
         }
         for i in status.instances
     ]

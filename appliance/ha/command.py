@@ -51,6 +51,11 @@ def register(subparsers: Any) -> None:
         " ExecStopPost: a dead daemon's VIPs must not keep answering ARP)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every dropped advert")
+    p.add_argument(
+        "--print-firewall",
+        action="store_true",
+        help="print the nft script that admits VRRP only from the peers (for `nft -f -`), exit",
+    )
     p.set_defaults(func=cmd_ha)
 
 
@@ -133,6 +138,11 @@ def cmd_ha(args: argparse.Namespace) -> int:
         return EXIT_BAD_CONFIG
     if args.release:
         return asyncio.run(_release(config))
+    if args.print_firewall:
+        from appliance.ha.firewall import render
+
+        print(render(config.ha), end="")
+        return 0
     vips = []
     for text in args.vip:
         try:

@@ -66,6 +66,7 @@ class InstanceStatus:
     dropped: Mapping[str, int]  # by reason (vrrp.DROP_REASONS, "send")
     vips: tuple[str, ...]  # the group this instance owns
     holding: tuple[str, ...]  # those of them on this host now
+    peers: tuple[str, ...] = ()  # whose adverts we accept; empty: any host on the LAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +259,11 @@ class Speaker:
                 preempt=config.preempt,
                 preempt_delay=config.preempt_delay,
             )
+            if settings.address in config.accepted_peers:
+                raise ValueError(
+                    f"ha instance {config.name}: peer {settings.address} is this host's own"
+                    f" address on {self.interface}"
+                )
             inst = _Instance(config, VirtualRouter(settings))
             inst.router.link_up = link.up
             self._instances.append(inst)
@@ -324,6 +330,7 @@ class Speaker:
                     dropped=dict(i.dropped),
                     vips=i.vips,
                     holding=tuple(v for v in i.vips if v in held),
+                    peers=i.config.accepted_peers,
                 )
                 for i in self._instances
             ),
@@ -482,6 +489,10 @@ class Speaker:
             log.debug("%s: dropped advert: %s", self.interface, e)
             return
         assert owner is not None
+        if not vrrp.from_peer(source, owner.config.accepted_peers):
+            owner.dropped["not_a_peer"] += 1
+            log.debug("%s: dropped advert: not_a_peer: from %s", self.interface, source)
+            return
         owner.adverts_in += 1
         self._apply(owner, owner.router.receive(received.advert, source, self._loop.time()))
 

@@ -25,7 +25,7 @@ MAX_INTERVAL_CS = 0x0FFF  # 12 bits of centiseconds: 40.95 s
 
 Family = Literal[4, 6]
 DropReason = Literal[
-    "short", "ip", "ttl", "version", "type", "length", "checksum", "vrid", "interval"
+    "short", "ip", "ttl", "version", "type", "length", "checksum", "vrid", "interval", "not_a_peer"
 ]
 DROP_REASONS: tuple[DropReason, ...] = (
     "short",
@@ -37,6 +37,7 @@ DROP_REASONS: tuple[DropReason, ...] = (
     "checksum",
     "vrid",
     "interval",
+    "not_a_peer",  # a valid advert from a host that is not one of the instance's peers
 )
 
 _HEADER = struct.Struct("!BBBBHH")
@@ -85,6 +86,18 @@ class Received:
 def interval_cs(seconds: float) -> int:
     """Seconds (config) to the advert's centiseconds, clamped to what 12 bits hold."""
     return max(1, min(MAX_INTERVAL_CS, round(seconds * 100)))
+
+
+def from_peer(source: str, peers: Collection[str]) -> bool:
+    """Whether an advert from `source` may reach the state machine: with no peers
+    configured, any host on the LAN may (RFC 5798); else only a listed peer.
+    `peers` are in `ipaddress`'s canonical form (config normalises them)."""
+    if not peers:
+        return True
+    try:
+        return str(ipaddress.ip_address(source.split("%", maxsplit=1)[0])) in peers
+    except ValueError:
+        return False
 
 
 def internet_checksum(data: bytes) -> int:

@@ -89,6 +89,15 @@ class SnapshotCollector(Collector):
             for name in VRRP_STATES:
                 state.add_metric([i["instance"], name], 1 if i["state"] == name else 0)
         yield state
+        dropped = CounterMetricFamily(
+            "appliance_vrrp_adverts_dropped",
+            "adverts dropped by reason (not_a_peer: a source outside the instance's peers)",
+            labels=["instance", "reason"],
+        )
+        for i in s.get("vrrp", []):
+            for reason, n in sorted(i.get("dropped", {}).items()):
+                dropped.add_metric([i["instance"], reason], n)
+        yield dropped
         transitions = CounterMetricFamily(
             "appliance_vrrp_transitions", "VRRP state changes", labels=["instance", "state"]
         )

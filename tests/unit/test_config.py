@@ -670,6 +670,39 @@ ERROR_CASES: list[tuple[str, Any, str]] = [
         "ha.instances[0].unicast_peers[0]: must be an IP address, got a string ('lb2')",
     ),
     (
+        "accepted peer not an address",
+        ha_with(peers=["lb2.example"]),
+        "ha.instances[0].peers[0]: must be an IP address, got a string ('lb2.example')",
+    ),
+    (
+        "accepted peer family",
+        ha_with(peers=["fd00:198:18::2"]),
+        "ha.instances[0].peers[0]: 'fd00:198:18::2' is IPv6, the instance is IPv4",
+    ),
+    (
+        "peer is one of our VIPs",
+        ha_with(peers=["198.18.100.3"]),
+        "ha.instances[0].peers[0]: '198.18.100.3' is our own address (a VIP of pool"
+        " 'default'), not a peer",
+    ),
+    (
+        "unicast peer is one of our VIPs",
+        ha_with(unicast_peers=["198.18.100.3"]),
+        "ha.instances[0].unicast_peers[0]: '198.18.100.3' is our own address (a VIP of pool"
+        " 'default'), not a peer",
+    ),
+    (
+        "peer is multicast",
+        ha_with(peers=["224.0.0.18"]),
+        "ha.instances[0].peers[0]: '224.0.0.18' is not a host's address (multicast,"
+        " unspecified or loopback)",
+    ),
+    (
+        "duplicate accepted peer",
+        ha_with(peers=["198.18.0.2", "198.18.0.2"]),
+        "ha.instances[0].peers[1]: duplicate peer '198.18.0.2'",
+    ),
+    (
         "instances without interface",
         with_("ha", {"instances": [INST]}),
         "ha.instances: VRRP instances need ha.interface (the interface the adverts go out on)",
@@ -1066,7 +1099,7 @@ KEYS = [
     "avoid_buggy_ips", "namespaces", "service_selector", "match_labels", "match_expressions",
     "key", "operator", "values", "backend", "forwarding", "scheduler", "drain_timeout",
     "interface", "garp_count", "garp_interval", "garp_refresh", "instances", "vrid",
-    "priority", "advert_interval", "preempt", "preempt_delay", "family", "unicast_peers",
+    "priority", "advert_interval", "preempt", "preempt_delay", "family", "unicast_peers", "peers",
     "enabled", "listen", "zones", "ttl", "cluster_ips", "interval", "timeout", "rise", "fall",
     "basic_auth", "username", "password", "password_file", "v3_checksum_as_v2",
     "kube_proxy_port", "max_in_flight", "api_server", "token_file", "ca_file",
@@ -1192,3 +1225,38 @@ def test_random_files_never_raise_anything_but_config_error(content: str | bytes
         except ConfigError as e:
             assert e.errors
             assert all(line.startswith(str(cfg)) and "\n" not in line for line in e.errors)
+
+
+def test_peers_are_accepted_with_the_unicast_peers(tmp_path: Path) -> None:
+    data = ha_with(peers=["198.18.0.2", "198.18.0.3"], unicast_peers=["198.18.0.3", "198.18.0.4"])
+    (inst,) = parse_config(data).ha.instances
+    assert inst.peers == ("198.18.0.2", "198.18.0.3")
+    assert inst.accepted_peers == ("198.18.0.2", "198.18.0.3", "198.18.0.4")
+    (none,) = parse_config(ha_with()).ha.instances
+    assert none.accepted_peers == ()
+
+
+def test_bad_peer_names_file_and_line(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "a.yaml",
+        "cluster:\n"
+        "  manifests: m\n"
+        "pools:\n"
+        "  - name: lan\n"
+        "    addresses: [198.18.20.100-198.18.20.110]\n"
+        "ha:\n"
+        "  interface: eth0\n"
+        "  instances:\n"
+        "    - name: vi-1\n"
+        "      vrid: 51\n"
+        "      peers:\n"
+        "        - lb2\n"
+        "        - 198.18.20.101\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert info.value.errors == (
+        f"{cfg}:12: ha.instances[0].peers[0]: must be an IP address, got a string ('lb2')",
+        f"{cfg}:13: ha.instances[0].peers[1]: '198.18.20.101' is our own address (a VIP of"
+        " pool 'lan'), not a peer",
+    )

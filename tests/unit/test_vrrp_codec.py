@@ -215,3 +215,23 @@ def test_ipv4_packet_round_trip() -> None:
     parsed = vrrp.parse_ipv4(packet)
     assert (parsed.ttl, parsed.protocol, parsed.payload) == (64, 112, GOOD)
     assert vrrp.internet_checksum(packet[:20]) == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "peers", "accepted"),
+    [
+        ("198.18.0.9", (), True),  # no peers: anyone (RFC 5798), the page warns
+        ("198.18.0.2", ("198.18.0.2", "198.18.0.3"), True),
+        ("198.18.0.9", ("198.18.0.2", "198.18.0.3"), False),
+        ("fe80::2%eth0", ("fe80::2",), True),  # IPv6 sources may carry a scope
+        ("fe80:0:0::2", ("fe80::2",), True),  # compared as addresses, not as text
+        ("fe80::9", ("fe80::2",), False),
+        ("not-an-address", ("198.18.0.2",), False),
+    ],
+)
+def test_from_peer(source: str, peers: tuple[str, ...], accepted: bool) -> None:
+    assert vrrp.from_peer(source, peers) is accepted
+
+
+def test_not_a_peer_is_a_drop_reason() -> None:
+    assert "not_a_peer" in vrrp.DROP_REASONS

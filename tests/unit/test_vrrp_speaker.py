@@ -147,3 +147,12 @@ def test_missing_interface_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert command.main(["--config", str(path), "--vip", "198.18.20.100"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["appliance ha: interface aha-none0: not found"]
+
+
+def test_command_prints_the_firewall(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m").mkdir()
+    path = tmp_path / "a.yaml"
+    path.write_text(CONFIG.format(manifests=tmp_path / "m") + "      peers: [198.18.20.2]\n")
+    assert command.main(["--config", str(path), "--print-firewall"]) == 0
+    out = capsys.readouterr().out
+    assert 'iifname "eth0" meta l4proto 112 ip saddr != { 198.18.20.2 } counter drop' in out

@@ -143,7 +143,7 @@ def test_metrics_parse_and_follow_the_naming_convention(snap: dict[str, Any]) ->
     expected_counters = {
         "appliance_sync_runs", "appliance_vrrp_transitions", "appliance_vrrp_garp_frames",
         "appliance_dns_queries", "appliance_health_checks", "appliance_cluster_watch_restarts",
-        "appliance_config_reloads",
+        "appliance_config_reloads", "appliance_vrrp_adverts_dropped",
     }  # fmt: skip
     assert {n for n, f in families.items() if f.type == "counter"} == expected_counters
 
@@ -234,3 +234,28 @@ def test_status_command_takes_address_and_password_from_the_config(
         assert "HTTP 401" in capsys.readouterr().err
     finally:
         server.stop()
+
+
+def _with_peers(snap: dict[str, Any], peers: list[str], dropped: dict[str, int]) -> dict[str, Any]:
+    vrrp = [{**i, "peers": peers, "dropped": dropped} for i in snap["vrrp"]]
+    assert vrrp, "the fixture has a VRRP instance"
+    return {**snap, "vrrp": vrrp}
+
+
+def test_page_warns_that_any_host_can_demote_us_without_peers(snap: dict[str, Any]) -> None:
+    html = client(_with_peers(snap, [], {})).get("/").get_data(as_text=True)
+    assert "any host on the LAN can demote this host" in html
+    html = (
+        client(_with_peers(snap, ["198.18.0.2"], {"not_a_peer": 3})).get("/").get_data(as_text=True)
+    )
+    assert "any host on the LAN can demote this host" not in html
+    assert "3 advert(s) from hosts that are not peers dropped" in html
+
+
+def test_metrics_count_adverts_dropped_by_reason(snap: dict[str, Any]) -> None:
+    data = _with_peers(snap, ["198.18.0.2"], {"not_a_peer": 3, "ttl": 1})
+    text = client(data).get("/metrics").get_data(as_text=True)
+    name = snap["vrrp"][0]["instance"]
+    assert (
+        f'appliance_vrrp_adverts_dropped_total{{instance="{name}",reason="not_a_peer"}} 3.0' in text
+    )
