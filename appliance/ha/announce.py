@@ -3,6 +3,10 @@
 The only code in `ha/` that changes the kernel's addresses. Adding an address that is
 there, or removing one that is not, is not an error: the announcer is told the level
 ("hold these"), not the edge, and may be told twice.
+
+A held VIP that someone else removes (`ip addr del`, networkd) is put back at once: a
+second netlink socket listens for address events, and a removal of a held VIP on our
+interface re-adds it and announces it again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from collections.abc import Callable, Iterable
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped,unused-ignore]
+from pyroute2.netlink.rtnl import (  # type: ignore[import-untyped,unused-ignore]
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
+)
 
 from appliance.ha import frames
 from appliance.ha.link import LinkInfo, lookup
@@ -44,11 +52,13 @@ class Announcer:
         self.held: set[str] = set()
         self.frames_sent = 0
         self.errors = 0
+        self.restored = 0  # held VIPs put back after someone else removed them
         self._ipr: AsyncIPRoute | None = None
         self._packet: socket.socket | None = None
         self._link: LinkInfo | None = None
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._bursts: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -57,11 +67,14 @@ class Announcer:
         self._packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         self._packet.bind((self.interface, 0))
         self._packet.setblocking(False)
+        events = AsyncIPRoute()
+        await events.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        self._watcher = asyncio.create_task(self._watch(events))
         if self.garp_refresh > 0:
             self._refresher = asyncio.create_task(self._refresh())
 
     async def close(self) -> None:
-        tasks = [t for t in (self._refresher, *self._bursts) if t is not None]
+        tasks = [t for t in (self._refresher, self._watcher, *self._bursts) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -79,6 +92,11 @@ class Announcer:
             for vip in wanted:
                 await self._address("add", vip)
                 self.held.add(vip)
+        self.burst(wanted)
+
+    def burst(self, vips: Iterable[str]) -> None:
+        """Announce those of the VIPs we hold, `garp_count` times (in the background)."""
+        wanted = sorted(set(vips))
         if wanted:
             task = asyncio.create_task(self._burst(wanted))
             self._bursts.add(task)
@@ -125,6 +143,30 @@ class Announcer:
             except OSError as e:  # link down: the next burst or refresh will do
                 self.errors += 1
                 log.debug("%s: announce %s: %s", self.interface, vip, e)
+
+    async def _watch(self, events: AsyncIPRoute) -> None:
+        """Put back every held VIP removed from our interface by someone else. Our own
+        `release` forgets a VIP under the lock, before this looks at it."""
+        assert self._link is not None
+        try:
+            while True:
+                async for msg in events.get():
+                    if msg.get("event") != "RTM_DELADDR" or msg.get("index") != self._link.index:
+                        continue
+                    address = msg.get("IFA_ADDRESS") or msg.get("IFA_LOCAL")
+                    if address:
+                        await self._restore(str(ipaddress.ip_address(address)))
+        finally:
+            events.close()
+
+    async def _restore(self, vip: str) -> None:
+        async with self._lock:
+            if vip not in self.held:
+                return
+            await self._address("add", vip)
+        self.restored += 1
+        log.warning("%s: VIP %s was removed from the interface: added back", self.interface, vip)
+        self.burst([vip])
 
     async def _refresh(self) -> None:
         while True:

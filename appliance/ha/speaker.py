@@ -31,6 +31,7 @@ from appliance.ha.announce import Announcer, release_strays
 from appliance.ha.link import LinkInfo, is_up, lookup
 from appliance.ha.virtual_router import (
     Action,
+    Announce,
     RouterSettings,
     Send,
     State,
@@ -377,6 +378,15 @@ class Speaker:
                 self._send(inst, action.priority)
             elif isinstance(action, Transition):
                 self._transition(inst, action)
+            elif isinstance(action, Announce):
+                log.info(
+                    "%s: %s (VRID %d): announcing the VIPs again (%s)",
+                    self.interface,
+                    inst.config.name,
+                    inst.config.vrid,
+                    action.reason,
+                )
+                self.announcer.burst(inst.vips)
         self._schedule(inst)
 
     def _send(self, inst: _Instance, priority: int) -> None:

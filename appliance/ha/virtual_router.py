@@ -4,8 +4,10 @@ No sockets and no clock of its own: the caller passes `now` (seconds, monotonic)
 event and gets back the actions to carry out, and asks `deadline` when to call `expire`.
 That keeps every timer testable to the centisecond on a fake clock.
 
-Beyond the RFC, as keepalived does it: a Fault state while the interface is down, and a
-preempt delay (after start, a higher-priority backup waits this long before preempting).
+Beyond the RFC, as keepalived does it: a Fault state while the interface is down, a
+preempt delay (after start, a higher-priority backup waits this long before preempting),
+and a master that hears a lower-priority master (a split brain healing) answers at once
+and announces its VIPs again, so the LAN forgets the other side's MAC.
 """
 
 from __future__ import annotations
@@ -33,7 +35,15 @@ class Transition:
     reason: str
 
 
-Action = Send | Transition
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Announce our VIPs again (a GARP / NA burst): another master was heard with a lower
+    priority, the end of a split brain; the LAN may have followed its announcements."""
+
+    reason: str
+
+
+Action = Send | Transition | Announce
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +208,14 @@ class VirtualRouter:
             self.master_address = source
             self.master_interval_cs = advert.interval_cs
             self.master_down_timer = now + self.master_down_interval
-            return self._go("backup", now, f"higher priority {theirs} from {source}")
-        return []  # a lower priority: ours wins, our next advert tells them
+            # A last advert as we yield: if the winner spoke first after a split brain it
+            # has not heard us, and this tells it to announce its VIPs again.
+            reason = f"higher priority {theirs} from {source}"
+            return [Send(ours), *self._go("backup", now, reason)]
+        # Another master, and ours wins (a split brain healing). Like keepalived, say so at
+        # once (the other yields) and win the LAN's neighbour caches back; the advert
+        # cadence is kept.
+        return [Send(ours), Announce(f"another master {source} with priority {theirs}")]
 
     # -- helpers ---------------------------------------------------------------------
     def _become_master(self, now: float, reason: str) -> list[Action]:

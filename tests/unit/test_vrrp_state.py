@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.ha.virtual_router import RouterSettings, Send, Transition, VirtualRouter
+from appliance.ha.virtual_router import (
+    Action,
+    Announce,
+    RouterSettings,
+    Send,
+    Transition,
+    VirtualRouter,
+)
 from appliance.ha.vrrp import Advert
 
 A, B, C = "198.18.20.1", "198.18.20.2", "198.18.20.3"
@@ -147,7 +154,7 @@ def _master(priority: int = 100, address: str = A) -> VirtualRouter:
 def test_master_yields_to_higher_priority() -> None:
     r = _master(100)
     actions = r.receive(advert(101, interval_cs=20), B, 5.0)
-    assert actions == [Transition("master", "backup", f"higher priority 101 from {B}")]
+    assert actions == [Send(100), Transition("master", "backup", f"higher priority 101 from {B}")]
     assert r.adver_timer is None
     assert r.master_address == B
     assert r.deadline == pytest.approx(5.0 + 0.6 + 156 * 20 / 256 / 100, abs=CS)
@@ -155,9 +162,12 @@ def test_master_yields_to_higher_priority() -> None:
 
 def test_master_equal_priority_higher_address_wins() -> None:
     r = _master(100, address=B)
-    assert r.receive(advert(100, interval_cs=10), A, 5.0) == []  # A < B: we stay
+    assert r.receive(advert(100, interval_cs=10), A, 5.0) == [  # A < B: we stay
+        Send(100),
+        Announce(f"another master {A} with priority 100"),
+    ]
     assert r.state == "master"
-    assert r.receive(advert(100, interval_cs=10), C, 5.1)[0] == Transition(
+    assert r.receive(advert(100, interval_cs=10), C, 5.1)[-1] == Transition(
         "master", "backup", f"higher priority 100 from {C}"
     )
 
@@ -167,16 +177,31 @@ def test_equal_priority_compares_ipv6_addresses() -> None:
     r.start(0.0)
     r.expire(1.0)
     v6 = Advert(1, 100, 10, ("fd00:198:18:20::100",), 6)
-    assert r.receive(v6, "fe80::1", 1.05) == []
-    assert r.receive(v6, "fe80::10", 1.06)[0].new == "backup"  # type: ignore[union-attr]
+    assert r.receive(v6, "fe80::1", 1.05)[-1] == Announce(
+        "another master fe80::1 with priority 100"
+    )
+    assert r.receive(v6, "fe80::10", 1.06)[-1].new == "backup"  # type: ignore[union-attr]
 
 
-def test_master_ignores_lower_priority() -> None:
+def test_master_answers_lower_priority_and_announces_again() -> None:
+    # keepalived 2.2.7: an advert at once (the other yields) and a GARP burst (the LAN
+    # may have followed the other master during a split brain); the cadence is kept.
     r = _master(100)
     timer = r.deadline
-    assert r.receive(advert(99, interval_cs=10), C, 0.5) == []
+    assert r.receive(advert(99, interval_cs=10), C, 0.5) == [
+        Send(100),
+        Announce(f"another master {C} with priority 99"),
+    ]
     assert r.state == "master"
     assert r.deadline == timer
+
+
+def test_only_a_master_announces_again() -> None:
+    r = router(priority=100, interval_cs=10)
+    r.start(0.0)
+    assert r.receive(advert(99, interval_cs=10), C, 0.1) == []  # a backup lets its timer run
+    assert r.receive(advert(99, interval_cs=10), C, 0.1) == []
+    assert router().receive(advert(99), C, 0.0) == []  # initialize
 
 
 def test_master_answers_priority_zero_at_once() -> None:
@@ -248,15 +273,19 @@ class Lan:
         self.inbox: list[tuple[float, int, str, Advert]] = []
         self.seq = 0
         self.last_sent: dict[str, float] = {}
+        self.partitioned = False  # adverts are lost, as by a filter dropping protocol 112
+        self.announced: list[tuple[float, str, int]] = []  # (when, who, VRID) of Announce
 
     def add(self, address: str, routers: list[VirtualRouter]) -> None:
         self.hosts[address] = routers
         for r in routers:
             self.handle(address, r, r.start(self.now))
 
-    def handle(self, address: str, r: VirtualRouter, actions: list[Send | Transition]) -> None:
+    def handle(self, address: str, r: VirtualRouter, actions: list[Action]) -> None:
         for a in actions:
-            if isinstance(a, Send):
+            if isinstance(a, Announce):
+                self.announced.append((self.now, address, r.settings.vrid))
+            if isinstance(a, Send) and not self.partitioned:
                 self.seq += 1
                 self.last_sent[address] = self.now
                 ad = Advert(r.settings.vrid, a.priority, r.settings.interval_cs, ("198.18.20.100",))
@@ -320,6 +349,25 @@ def test_active_active_split_and_sigkill_failover() -> None:
     lan.run_until(heard + 0.37)
     assert lan.states(B) == ["master", "master"]
     assert lan.hosts[B][0].since == pytest.approx(heard + 0.3609375, abs=CS)
+
+
+def test_split_brain_heals_with_one_announcement_from_the_winner() -> None:
+    lan = _pair()
+    lan.run_until(2.0)
+    lan.partitioned = True
+    lan.run_until(3.0)
+    assert lan.states(A) == ["master", "master"]
+    assert lan.states(B) == ["master", "master"]
+    assert lan.announced == []
+    lan.partitioned = False
+    healed = lan.now
+    lan.run_until(healed + 0.3)
+    assert lan.states(A) == ["master", "backup"]
+    assert lan.states(B) == ["backup", "master"]
+    # Each VRID's winner heard the loser (its advert, or its last one as it yielded) within
+    # one interval of the heal, and announced.
+    assert {(who, vrid) for _, who, vrid in lan.announced} == {(A, 1), (B, 2)}
+    assert all(healed < at <= healed + 0.1 + 2 * lan.delay for at, _, _ in lan.announced)
 
 
 def test_graceful_shutdown_hands_over_after_skew() -> None:
