@@ -42,13 +42,15 @@ def read_yaml(raw: bytes, name: str) -> YamlDocument:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        where = _where(name, e.problem_mark or e.context_mark)
         context = f" ({_one_line(e.context)})" if e.context else ""
         problem = _one_line(e.problem or "")
         raise YamlError(f"{where}: invalid YAML: {problem}{context}") from None
     except RecursionError:
-        raise YamlError(f"{name}: invalid YAML: nested too deeply") from None
+        # No mark on the exception, but the pure-Python reader knows where it stopped.
+        get_mark = getattr(loader, "get_mark", None)
+        where = _where(name, get_mark() if get_mark is not None else None)
+        raise YamlError(f"{where}: invalid YAML: nested too deeply") from None
     except (yaml.YAMLError, ValueError) as e:
         raise YamlError(f"{name}: invalid YAML: {_one_line(str(e))}") from None
     finally:
@@ -101,6 +103,11 @@ def line_of(path: str, lines: Mapping[str, int]) -> int | None:
             return None
         path = shorter
     return None
+
+
+def _where(name: str, mark: yaml.Mark | None) -> str:
+    """`<file>:<line>:<column>` (1-based) when YAML says where, else just `<file>`."""
+    return f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
 
 
 def _one_line(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import ipaddress
 import os
 import re
@@ -836,8 +837,9 @@ ERROR_CASES: list[tuple[str, Any, str]] = [
     (
         "password file missing",
         with_("web.basic_auth", {"username": "a", "password_file": "/nonexistent/web.pass"}),
-        "web.basic_auth.password_file: cannot read '/nonexistent/web.pass': No such file or"
-        " directory",
+        # the reason is the OS's text for ENOENT (it differs between libcs)
+        f"web.basic_auth.password_file: cannot read '/nonexistent/web.pass':"
+        f" {os.strerror(errno.ENOENT)}",
     ),
 ]
 
@@ -1036,7 +1038,7 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
     assert info.value.errors == (
-        f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory",
+        f"{tmp_path / 'nope.yaml'}: cannot read: {os.strerror(errno.ENOENT)}",
     )
 
 
@@ -1058,11 +1060,14 @@ def test_deep_nesting_is_an_error_not_a_crash(
                 + "1" + closing * depth + "\n")  # fmt: skip
     with pytest.raises(ConfigError) as info:
         load_config(cfg)
-    assert info.value.errors[0] in (
+    first = info.value.errors[0]
+    assert "\n" not in first
+    # Either the nesting parses and the checker refuses it, or YAML refuses it: then the
+    # message is ours (file, line 2, "invalid YAML"), whatever PyYAML words the reason.
+    assert first in (
         f"{cfg}:2: pools: must be a list of pools, got a mapping",
         f"{cfg}:2: pools[0]: must be a mapping, got a list",
-        f"{cfg}: invalid YAML: nested too deeply",
-    )
+    ) or re.fullmatch(rf"{re.escape(str(cfg))}:2:\d+: invalid YAML: \S.*", first), first
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -195,11 +197,12 @@ def test_bad_files_are_refusals(folder: Path) -> None:
     assert "shop/ok" in state.services and "shop/web" in state.services
     reasons = {r.name: r.reason for r in state.refused}
     assert reasons["bin.yaml"] == "not UTF-8 text (byte 13)"
-    assert reasons["loop.yaml"] == "cannot read: Too many levels of symbolic links"
+    assert reasons["loop.yaml"] == f"cannot read: {os.strerror(errno.ELOOP)}"
     end = len((folder / "broken.yaml").read_text().splitlines()) + 1  # the list never closes
-    assert reasons["broken.yaml"] == (
-        f"YAML syntax error at line {end}, column 1: did not find expected node content"
-    )
+    # ours: the prefix and the place; the problem after it is PyYAML's (libyaml's) wording
+    assert re.fullmatch(
+        rf"YAML syntax error at line {end}, column 1: \S[^\n]*", reasons["broken.yaml"]
+    ), reasons["broken.yaml"]
     assert set(reasons) == {"bin.yaml", "loop.yaml", "broken.yaml"}
     assert all(r.kind == "File" for r in state.refused)
 
