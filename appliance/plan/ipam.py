@@ -385,31 +385,16 @@ def allocate(
     alloc = _Allocator(config)
     holders = {svc.key: _holder(svc) for svc in ordered}
     asks = {svc.key: alloc.requested(svc) for svc in ordered}
-    status_owners: dict[str, str] = {}  # address -> the oldest Service whose status names it
-    for svc in ordered:
-        if asks[svc.key] is None:
-            for ip in svc.status_ingress_ips:
-                status_owners.setdefault(ip, svc.key)
     for svc in ordered:
         asked = asks[svc.key]
         if asked is not None:
             alloc.claim_requested(svc, holders[svc.key], asked)
             continue
-        # The status first; what the last plan (or the state file) gave next, for when the
-        # status lags behind (not yet written, or written by someone else) or is empty (a
-        # files source, write_status false). The status wins where they disagree: it is
-        # the one store every LB host reads, while the previous allocations are this
-        # host's own memory and may be stale (a host that was down while the status
-        # holder moved things). So a previous address another Service's status names is
-        # not claimed, even by an older Service.
+        # The status first; what the last plan gave next, for when the status lags behind
+        # (not yet written, or written by someone else) or is empty (a files source).
         held: tuple[str, ...] = svc.status_ingress_ips
         if previous and svc.key in previous:
-            mine = set(held)
-            held = held + tuple(
-                ip
-                for ip in previous[svc.key].addresses
-                if ip not in mine and status_owners.get(ip, svc.key) == svc.key
-            )
+            held = tuple(dict.fromkeys(held + previous[svc.key].addresses))
         if held:
             alloc.claim_held(svc, holders[svc.key], held)
     for svc in ordered:

@@ -68,19 +68,6 @@ def test_previous_plan_counts_when_the_status_is_stale() -> None:
     assert got == {"shop/a": ("198.18.100.0",), "shop/b": ("198.18.100.5",)}
 
 
-def test_the_status_wins_over_an_older_services_previous_claim() -> None:
-    # This host's state file says a (older) has .3; the status (the store every host
-    # reads) says b has .3: b keeps it, a keeps what its own status says.
-    a = lb("a", age=1, status_ingress_ips=("198.18.100.1",))
-    b = lb("b", age=2, status_ingress_ips=("198.18.100.3",))
-    prev = {"shop/a": Allocation("shop/a", ("198.18.100.3",), ("default",))}
-    got, _ = vips(config(), a, b, previous=prev)
-    assert got == {"shop/a": ("198.18.100.1",), "shop/b": ("198.18.100.3",)}
-    # ... and with no status of its own, a takes a fresh address rather than b's.
-    got, _ = vips(config(), lb("a", age=1), b, previous=prev)
-    assert got == {"shop/a": ("198.18.100.0",), "shop/b": ("198.18.100.3",)}
-
-
 def test_held_address_outside_every_pool_is_replaced() -> None:
     got, problems = vips(config(), lb("a", status_ingress_ips=("198.18.99.1",)))
     assert got == {"shop/a": ("198.18.100.0",)}
