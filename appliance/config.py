@@ -690,7 +690,8 @@ def _web(c: Checker, value: object) -> WebConfig:
     return WebConfig(listen=listen, username=username, password=password)
 
 
-_SECTIONS = ("cluster", "pools", "dataplane", "ha", "dns", "health", "web")
+_SECTIONS = ("cluster", "pools", "dataplane", "ha", "dns", "health", "web", "state_dir")
+STATE_DIR = "/var/lib/appliance"
 
 
 def _parse(data: object, source: str, base_dir: Path | None) -> tuple[Config | None, Errors]:
@@ -711,6 +712,7 @@ def _parse(data: object, source: str, base_dir: Path | None) -> tuple[Config | N
         dns=_dns(c, top.get("dns")),
         health=_health(c, top.get("health")),
         web=_web(c, top.get("web")),
+        state_dir=_resolve(c, c.string(top, "state_dir", "", STATE_DIR)),
         source=source,
     )
     return (None if errors else config), errors

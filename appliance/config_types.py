@@ -162,4 +162,7 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    # Where the daemon keeps what must survive a restart (the VIP allocations); the unit's
+    # StateDirectory=appliance.
+    state_dir: str = "/var/lib/appliance"
     source: str = ""  # the file it came from

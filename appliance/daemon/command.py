@@ -35,6 +35,7 @@ async def serve(config: Config, config_path: str) -> int:
     from appliance.daemon.loop import Daemon
     from appliance.daemon.notify import Notifier
     from appliance.daemon.parts import make_dns, make_parts, make_source
+    from appliance.daemon.statestore import AllocationStore
     from appliance.kube.api import KubeConfigError
     from appliance.web.app import StateHolder, WebServer, create_app
     from appliance.web.metrics import make_registry
@@ -51,6 +52,7 @@ async def serve(config: Config, config_path: str) -> int:
         make_source=make_source,
         make_dns=make_dns,
         notifier=Notifier(),
+        store=AllocationStore.in_dir(config.state_dir),
     )
     holder = StateHolder()
     registry, histogram = make_registry(holder.get)

@@ -26,6 +26,7 @@ from appliance.config import ConfigError
 from appliance.config_types import Config, DnsConfig
 from appliance.daemon.notify import Notifier
 from appliance.daemon.parts import DnsPart, Parts, SourcePart, close_dataplane
+from appliance.daemon.statestore import AllocationStore
 from appliance.dataplane.base import ApplyReport
 from appliance.ha.speaker import InstanceStatus
 from appliance.health.state import Verdict
@@ -38,7 +39,7 @@ log = structlog.get_logger("appliance.daemon")
 DEBOUNCE = 0.005  # seconds: a burst of watch events becomes one plan
 TICK = 1.0  # seconds between liveness ticks (watchdog, page refresh) when idle
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff after a failed apply
-RESTART_SECTIONS = ("dataplane", "ha", "dns", "web")
+RESTART_SECTIONS = ("dataplane", "ha", "dns", "web", "state_dir")
 STOP_BUDGET = 0.9  # seconds from SIGTERM to exit; systemd and the peer expect it fast
 CONNECTIONS_EVERY = 5.0  # seconds between reads of the active connections (the page's refresh)
 EVENTS_KEPT = 200
@@ -88,6 +89,7 @@ class Daemon:
         tick: float = TICK,
         host: str | None = None,
         connections_every: float = CONNECTIONS_EVERY,
+        store: AllocationStore | None = None,
     ) -> None:
         self.config = config
         self.parts = parts
@@ -99,7 +101,10 @@ class Daemon:
         self.debounce = debounce
         self.tick = tick
         self.host = host or socket.gethostname()
-        self.planner = Planner(config)
+        # The state file's allocations are the previous plan's: with no status to read (a
+        # files source, write_status false) they are all that keeps a VIP where it was.
+        self.store = store
+        self.planner = Planner(config, previous=store.load() if store is not None else None)
         self.state: ClusterState | None = None
         self.desired: DesiredState | None = None
         self.report: ApplyReport | None = None
@@ -315,6 +320,8 @@ class Daemon:
         errors: list[str] = []
         health = p.health.health() if p.health is not None else None
         desired = self.planner.plan(state, health)
+        if self.store is not None:  # before any VIP goes on the wire; a no-op if unchanged
+            self.store.save(desired.allocations)
         changed = False
         if p.dataplane is not None:
             try:

@@ -390,8 +390,10 @@ def allocate(
         if asked is not None:
             alloc.claim_requested(svc, holders[svc.key], asked)
             continue
-        # The status first; what the last plan gave next, for when the status lags behind
-        # (not yet written, or written by someone else) or is empty (a files source).
+        # The status first; what the last plan (or the state file) gave next, for when the
+        # status lags behind (not yet written, or written by someone else) or is empty (a
+        # files source, write_status false). The status wins where they disagree: it is the
+        # one store every LB host reads; the state file is this host's memory, maybe stale.
         held: tuple[str, ...] = svc.status_ingress_ips
         if previous and svc.key in previous:
             held = tuple(dict.fromkeys(held + previous[svc.key].addresses))

@@ -79,6 +79,7 @@ health: {enabled: true, interval: 2s, timeout: 1s, rise: 2, fall: 3}
 web:
   listen: "127.0.0.1:8080"
   basic_auth: {}
+state_dir: /var/lib/appliance
 """
 
 EVERY_KEY_CHANGED = """
@@ -133,6 +134,7 @@ health: {enabled: false, interval: 500ms, timeout: 0.25, rise: 1, fall: 10}
 web:
   listen: "[::]:8443"
   basic_auth: {username: admin, password: s3cret}
+state_dir: /srv/appliance-state
 """
 
 
@@ -183,6 +185,7 @@ def test_minimal_config_takes_every_default() -> None:
     assert config.dns == DnsConfig()
     assert config.health == HealthConfig()
     assert config.web == WebConfig()
+    assert config.state_dir == "/var/lib/appliance"
     assert config.source == "here.yaml"
 
 
@@ -256,6 +259,7 @@ def test_every_key_accepted_with_another_value() -> None:
     )
     assert c.health == HealthConfig(False, 0.5, 0.25, 1, 10)
     assert c.web == WebConfig(("::", 8443), "admin", "s3cret")
+    assert c.state_dir == "/srv/appliance-state"
 
 
 def test_every_instance_key_accepted_with_its_default() -> None:
@@ -273,6 +277,14 @@ def test_every_instance_key_accepted_with_its_default() -> None:
     for instance in (INST, every):
         ha = parse_config(with_("ha", {"interface": "eth0", "instances": [instance]})).ha
         assert ha.instances == (VrrpInstance("vi-1", 51),)
+
+
+def test_a_relative_state_dir_is_relative_to_the_config_folder() -> None:
+    c = parse_config(with_("state_dir", "state"), base_dir="/etc/appliance")
+    assert c.state_dir == "/etc/appliance/state"
+    assert errors_of(with_("state_dir", 3)) == (
+        "state_dir: must be a string, got an integer (3) (quote it)",
+    )
 
 
 def test_null_sections_and_lists_count_as_empty() -> None:
@@ -385,7 +397,8 @@ ERROR_CASES: list[tuple[str, Any, str]] = [
     (
         "unknown with no close match",
         with_("zzz", 1),
-        "zzz: unknown key (expected one of: cluster, pools, dataplane, ha, dns, health, web)",
+        "zzz: unknown key (expected one of: cluster, pools, dataplane, ha, dns, health, web, "
+        "state_dir)",
     ),
     ("non-string key", {**MINIMAL, 1: "x"}, "(top level): key 1 is not a known key"),
     # cluster
