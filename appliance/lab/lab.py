@@ -168,7 +168,10 @@ class Lab:
         """`appliance run` in an LB host's namespace (lb=processes)."""
         h = topology.host(lb)
         config = self.state / f"{lb}.yaml"
-        config.write_text(yaml.safe_dump(lb_config(h, self.manifests), sort_keys=False))
+        # Each host its own allocations file, in the lab's state (not this machine's
+        # /var/lib/appliance, which both hosts would share).
+        document = {**lb_config(h, self.manifests), "state_dir": str(self.state / lb)}
+        config.write_text(yaml.safe_dump(document, sort_keys=False))
         exe = Path(sys.executable).parent / "appliance"
         argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "appliance.daemon"]
         # A UTS namespace of its own, so the page and the logs name the host as a real

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.netns import why_no_netns
 
@@ -75,7 +76,15 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]
     if why:
         pytest.skip(why)
     subprocess.run(["ip", "netns", "del", NS], check=False, capture_output=True)
-    s = Standalone(tmp_path_factory.mktemp("adm-web") / "daemon.log")
+    work = tmp_path_factory.mktemp("adm-web")
+    s = Standalone(work / "daemon.log")
+    # The example as it is, but its manifests found from here and its allocations kept in
+    # the test's folder, not this machine's /var/lib/appliance.
+    example = REPO / "examples" / "standalone.yaml"
+    config = yaml.safe_load(example.read_text())
+    config["cluster"]["manifests"] = str(example.parent / config["cluster"]["manifests"])
+    config["state_dir"] = str(work / "state")
+    (work / "standalone.yaml").write_text(yaml.safe_dump(config))
     try:
         subprocess.run(["ip", "netns", "add", NS], check=True)
         _ns("ip", "link", "set", "lo", "up")
@@ -83,7 +92,7 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]
         with open(s.log, "wb") as log:
             s.proc = subprocess.Popen(
                 ["ip", "netns", "exec", NS, sys.executable, "-m", "appliance.daemon", "run",
-                 "--config", str(REPO / "examples" / "standalone.yaml")],
+                 "--config", str(work / "standalone.yaml")],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                 env=dict(os.environ, PYTHONPATH=str(REPO)),
             )  # fmt: skip

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).parent
 
 CONFIG = f"""\
+state_dir: state
 cluster:
   manifests: manifests
 pools:
