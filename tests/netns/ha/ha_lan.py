@@ -397,3 +397,26 @@ def tcpdump(host: Host, pcap: Path, expression: str, log: Path) -> Child:
     )
     wait_for("tcpdump listening", lambda: "listening on" in child.output())
     return child
+
+
+def instance(priority: int) -> list[dict[str, object]]:
+    """One IPv4 instance, VRID 51 at 100 ms adverts, with this priority."""
+    return [
+        {
+            "name": "vi-1",
+            "vrid": 51,
+            "priority": priority,
+            "advert_interval": "100ms",
+            "family": "IPv4",
+        }
+    ]
+
+
+def pair(ha_lan: Lan, tmp_path: Path, vip: str) -> tuple[Ours, Ours, Host, Host, Host]:
+    """Our speakers on h1 (priority 150) and h2 (100) for `vip`, and a client."""
+    h1 = ha_lan.add_host("h1", 1)
+    h2 = ha_lan.add_host("h2", 2)
+    client = ha_lan.add_host("cl", 9)
+    a = Ours(h1, appliance_yaml(tmp_path, instance(150)), tmp_path, "a", [vip])
+    b = Ours(h2, appliance_yaml(tmp_path, instance(100)), tmp_path, "b", [vip])
+    return a, b, h1, h2, client

@@ -7,34 +7,23 @@ import signal
 import time
 from pathlib import Path
 
-from ha_lan import Host, Lan, Ours, appliance_yaml, fetch, tcpdump, wait_for, web_server
+from ha_lan import (
+    Lan,
+    Ours,
+    appliance_yaml,
+    fetch,
+    instance,
+    pair,
+    tcpdump,
+    wait_for,
+    web_server,
+)
 
 VIP = "198.18.20.100"
 
 
-def _instance(priority: int) -> list[dict[str, object]]:
-    return [
-        {
-            "name": "vi-1",
-            "vrid": 51,
-            "priority": priority,
-            "advert_interval": "100ms",
-            "family": "IPv4",
-        }
-    ]
-
-
-def _pair(ha_lan: Lan, tmp_path: Path) -> tuple[Ours, Ours, Host, Host, Host]:
-    h1 = ha_lan.add_host("h1", 1)
-    h2 = ha_lan.add_host("h2", 2)
-    client = ha_lan.add_host("cl", 9)
-    a = Ours(h1, appliance_yaml(tmp_path, _instance(150)), tmp_path, "a", [VIP])
-    b = Ours(h2, appliance_yaml(tmp_path, _instance(100)), tmp_path, "b", [VIP])
-    return a, b, h1, h2, client
-
-
 def test_sigkill_master_backup_takes_vip(ha_lan: Lan, tmp_path: Path) -> None:
-    a, b, h1, h2, client = _pair(ha_lan, tmp_path)
+    a, b, h1, h2, client = pair(ha_lan, tmp_path, VIP)
     servers = [web_server(h1, tmp_path, "h1"), web_server(h2, tmp_path, "h2")]
     try:
         wait_for(
@@ -68,7 +57,7 @@ def test_sigkill_master_backup_takes_vip(ha_lan: Lan, tmp_path: Path) -> None:
 
 
 def test_sigterm_sends_priority_zero_and_hands_over(ha_lan: Lan, tmp_path: Path) -> None:
-    a, b, h1, h2, client = _pair(ha_lan, tmp_path)
+    a, b, h1, h2, client = pair(ha_lan, tmp_path, VIP)
     observer = ha_lan.add_host("ob", 8)
     pcap = tmp_path / "vrrp.pcap"
     dump = tcpdump(observer, pcap, "ip proto 112", tmp_path / "tcpdump.log")
@@ -104,7 +93,7 @@ def test_sigterm_sends_priority_zero_and_hands_over(ha_lan: Lan, tmp_path: Path)
 
 
 def test_link_down_master_goes_fault_backup_takes_over(ha_lan: Lan, tmp_path: Path) -> None:
-    a, b, h1, h2, _client = _pair(ha_lan, tmp_path)
+    a, b, h1, h2, _client = pair(ha_lan, tmp_path, VIP)
     try:
         wait_for(
             "a master",
@@ -186,7 +175,7 @@ def test_garp_burst_and_refresh(ha_lan: Lan, tmp_path: Path) -> None:
     observer = ha_lan.add_host("ob", 8)
     pcap = tmp_path / "arp.pcap"
     dump = tcpdump(observer, pcap, "arp", tmp_path / "tcpdump.log")
-    yaml = appliance_yaml(tmp_path, _instance(150), garp_count=4, garp_refresh="200ms")
+    yaml = appliance_yaml(tmp_path, instance(150), garp_count=4, garp_refresh="200ms")
     a = Ours(h1, yaml, tmp_path, "a", [VIP])
     try:
         wait_for("a master", lambda: a.states() == {"vi-1": "master"})

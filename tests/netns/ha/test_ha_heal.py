@@ -13,10 +13,10 @@ from ha_lan import (
     Keepalived,
     Lan,
     Ours,
-    appliance_yaml,
     in_ns,
     keepalived_conf,
     keepalived_state,
+    pair,
     tcpdump,
     wait_for,
 )
@@ -24,27 +24,6 @@ from scapy.all import ARP, rdpcap  # type: ignore[import-untyped,unused-ignore]
 
 VIP = "198.18.20.100"
 TABLE = "aha_split"
-
-
-def _instance(priority: int) -> list[dict[str, object]]:
-    return [
-        {
-            "name": "vi-1",
-            "vrid": 51,
-            "priority": priority,
-            "advert_interval": "100ms",
-            "family": "IPv4",
-        }
-    ]
-
-
-def _pair(ha_lan: Lan, tmp_path: Path) -> tuple[Ours, Ours, Host, Host, Host]:
-    h1 = ha_lan.add_host("h1", 1)
-    h2 = ha_lan.add_host("h2", 2)
-    client = ha_lan.add_host("cl", 9)
-    a = Ours(h1, appliance_yaml(tmp_path, _instance(150)), tmp_path, "a", [VIP])
-    b = Ours(h2, appliance_yaml(tmp_path, _instance(100)), tmp_path, "b", [VIP])
-    return a, b, h1, h2, client
 
 
 def _partition(ha_lan: Lan, on: bool) -> None:
@@ -69,7 +48,7 @@ def _learn(client: Host) -> None:
 
 
 def test_split_brain_heal_moves_the_client_to_the_winner(ha_lan: Lan, tmp_path: Path) -> None:
-    a, b, h1, h2, client = _pair(ha_lan, tmp_path)
+    a, b, h1, h2, client = pair(ha_lan, tmp_path, VIP)
     try:
         wait_for("a master, b backup", lambda: _settled(a, b))
         wait_for("VIP on h1", lambda: VIP in h1.addresses())
@@ -97,7 +76,7 @@ def test_split_brain_heal_moves_the_client_to_the_winner(ha_lan: Lan, tmp_path: 
 
 
 def test_vip_removed_under_the_master_comes_back_announced(ha_lan: Lan, tmp_path: Path) -> None:
-    a, b, h1, _h2, client = _pair(ha_lan, tmp_path)
+    a, b, h1, _h2, client = pair(ha_lan, tmp_path, VIP)
     pcap = tmp_path / "arp.pcap"
     try:
         wait_for("a master, b backup", lambda: _settled(a, b))
