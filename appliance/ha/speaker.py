@@ -231,18 +231,22 @@ class Speaker:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._ipr = AsyncIPRoute()
+
+        def ours(address: str) -> bool:
+            return in_pools(address, self.pools)
+
         # A VIP left behind by a killed run must not become our primary address.
-        link = await lookup(self._ipr, self.interface, skip=lambda a: in_pools(a, self.pools))
+        link = await lookup(self._ipr, self.interface, skip=ours)
         wants_v6 = any(i.family == "IPv6" for i in self.ha.instances)
         for _ in range(LINK_LOCAL_WAIT_STEPS):
             if link.ipv6_link_local is not None or not wants_v6 or not link.up:
                 break
             # Right after boot the link-local address may still be in DAD (about a second).
             await asyncio.sleep(LINK_POLL)
-            link = await lookup(self._ipr, self.interface, skip=lambda a: in_pools(a, self.pools))
+            link = await lookup(self._ipr, self.interface, skip=ours)
         self._link = link
         # Nothing is held yet: a VIP on the interface is a killed run's (or someone's) leftover.
-        for vip in await release_strays(self.interface, lambda a: in_pools(a, self.pools)):
+        for vip in await release_strays(self.interface, ours):
             log.warning("%s: removed %s, a VIP this host does not hold (yet)", self.interface, vip)
         await self.announcer.start()
         for family in sorted({4 if i.family == "IPv4" else 6 for i in self.ha.instances}):
@@ -290,10 +294,6 @@ class Speaker:
                         inst.config.priority,
                     )
                     self._apply(inst, inst.router.set_priority(inst.config.priority, now))
-
-    @property
-    def waiting_for_plan(self) -> bool:
-        return self._waiting_for_plan
 
     def _assign(self, vips: Iterable[Vip]) -> None:
         self._all_vips = tuple(vips)

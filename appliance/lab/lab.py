@@ -207,7 +207,7 @@ class Lab:
         resignation). Its kernel keeps what it had, as a dead host's would."""
         self._lb_host(lb)
         done = [f"link {lb} down on the LAN"]
-        _ip_link(self.netns(topology.LAN), lb, "down")
+        topology.set_cable(self.prefix, lb, up=False)
         if self.info().get("lb") == "containers":
             lab_image.podman("kill", self.container(lb), check=False)
             done.append(f"container {self.container(lb)} killed")
@@ -225,7 +225,7 @@ class Lab:
     def heal(self, lb: str) -> list[str]:
         """The host comes back: its cable in, its daemon (or its container's systemd) started."""
         self._lb_host(lb)
-        _ip_link(self.netns(topology.LAN), lb, "up")
+        topology.set_cable(self.prefix, lb, up=True)
         done = [f"link {lb} up on the LAN"]
         if self.info().get("lb") == "containers":
             lab_image.podman("start", self.container(lb))
@@ -342,10 +342,6 @@ class Lab:
             if state and any(i.get("state") == "master" for i in state.get("vrrp", [])):
                 return h.name
         return None
-
-
-def _ip_link(ns: str, link: str, state: str) -> None:
-    subprocess.run(["ip", "-n", ns, "link", "set", link, state], check=True, capture_output=True)
 
 
 def _alive(pid: int) -> bool:

@@ -93,6 +93,11 @@ def _ip(*args: str) -> None:
         raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
 
+def set_cable(prefix: str, host: str, up: bool) -> None:
+    """The host's cable at the switch: its port on the LAN's bridge up or down."""
+    _ip("-n", netns_name(prefix, LAN), "link", "set", host, "up" if up else "down")
+
+
 def _sysctls(ns: str, values: dict[str, str]) -> None:
     for key, value in values.items():
         path = "/proc/sys/" + key.replace(".", "/")
