@@ -8,6 +8,9 @@ One speaker per interface runs every configured instance (VRID) on it. The daemo
     speaker.set_vips(desired.vips)      # every time the plan changes; cheap when unchanged
     speaker.status()                    # for the status page
     await speaker.stop()                # priority 0, VIPs removed
+
+The daemon runs it in a process of its own (`appliance.ha.child`), fed VIP deltas by
+`update()`, so that no planning, zone rebuild or dataplane diff can delay an advert.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 from appliance.config_types import HaConfig, Pool, VrrpInstance
 from appliance.ha import vrrp
 from appliance.ha.announce import Announcer, release_strays
+from appliance.ha.group import VipGroup
 from appliance.ha.link import LinkInfo, is_up, lookup
 from appliance.ha.virtual_router import (
     Action,
@@ -68,6 +72,7 @@ class InstanceStatus:
     vips: tuple[str, ...]  # the group this instance owns
     holding: tuple[str, ...]  # those of them on this host now
     peers: tuple[str, ...] = ()  # whose adverts we accept; empty: any host on the LAN
+    restarts: int = 0  # times the speaker's process was started again after it died
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,7 @@ class HaStatus:
     interface: str
     instances: tuple[InstanceStatus, ...]
     dropped: Mapping[str, int]  # adverts not attributable to an instance (garbage, other VRIDs)
+    garps_sent: int = 0  # gratuitous ARPs and unsolicited NAs, since start
 
     @property
     def owners(self) -> dict[str, str]:
@@ -109,7 +115,7 @@ class _Instance:
     def __init__(self, config: VrrpInstance, router: VirtualRouter) -> None:
         self.config = config
         self.router = router
-        self.vips: tuple[str, ...] = ()
+        self.vips = VipGroup()
         self.adverts_in = 0
         self.adverts_out = 0
         self.dropped: Counter[str] = Counter()
@@ -222,7 +228,7 @@ class Speaker:
         self._link: LinkInfo | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._monitor: asyncio.Task[None] | None = None
-        self._all_vips: tuple[Vip, ...] = ()
+        self._all_vips: tuple[Vip, ...] | None = None  # set_vips() before start()
         self._loop: asyncio.AbstractEventLoop | None = None
         # The daemon's first set_vips() is its first plan; until then, PLANLESS_PRIORITY.
         self._waiting_for_plan = wait_for_plan
@@ -272,44 +278,65 @@ class Speaker:
             inst = _Instance(config, VirtualRouter(settings))
             inst.router.link_up = link.up
             self._instances.append(inst)
-        self._assign(self._all_vips)
+        if self._all_vips is not None:
+            self._assign(self._all_vips)
         for inst in self._instances:
             self._apply(inst, inst.router.start(now))
         self._monitor = asyncio.create_task(self._watch_link())
 
-    def set_vips(self, vips: Iterable[Vip]) -> None:
-        """The VIPs the plan wants announced; each instance takes its group. The first call
-        is the plan the speaker waited for: the configured priorities apply from then on."""
+    def set_vips(self, vips: Iterable[Vip], *, planned: bool = True) -> None:
+        """The VIPs the plan wants announced; each instance takes its group. The first
+        planned call is the plan the speaker waited for: the configured priorities apply
+        from then on. `planned=False`: VIPs from a saved plan, served at the planless
+        priority (a peer with a live plan keeps them)."""
         self._assign(vips)
-        if self._waiting_for_plan:
-            self._waiting_for_plan = False
-            if self._loop is not None:
-                now = self._loop.time()
-                for inst in self._instances:
-                    log.info(
-                        "%s: %s (VRID %d): first plan: priority %d",
-                        self.interface,
-                        inst.config.name,
-                        inst.config.vrid,
-                        inst.config.priority,
-                    )
-                    self._apply(inst, inst.router.set_priority(inst.config.priority, now))
+        if planned:
+            self.planned()
+
+    def update(self, instance: str, added: Iterable[str], removed: Iterable[str]) -> None:
+        """A delta to one instance's group, as the daemon's process sends it: no
+        classification and no copy of the whole group."""
+        inst = next((i for i in self._instances if i.config.name == instance), None)
+        if inst is None:
+            raise KeyError(f"no VRRP instance {instance!r}")
+        self._changed(inst, *inst.vips.update(added, removed))
+
+    def planned(self) -> None:
+        """The daemon has its first plan: leave the planless priority."""
+        if not self._waiting_for_plan:
+            return
+        self._waiting_for_plan = False
+        if self._loop is None:
+            return
+        now = self._loop.time()
+        for inst in self._instances:
+            log.info(
+                "%s: %s (VRID %d): first plan: priority %d",
+                self.interface,
+                inst.config.name,
+                inst.config.vrid,
+                inst.config.priority,
+            )
+            self._apply(inst, inst.router.set_priority(inst.config.priority, now))
+
+    def group(self, instance: str) -> VipGroup:
+        return next(i.vips for i in self._instances if i.config.name == instance)
 
     def _assign(self, vips: Iterable[Vip]) -> None:
         self._all_vips = tuple(vips)
         for inst in self._instances:
-            new = instance_vips(inst.config, self._all_vips)
-            added = sorted(set(new) - set(inst.vips))
-            removed = sorted(set(inst.vips) - set(new))
-            inst.vips = new
-            if inst.router.state == "master":
-                self._spawn(self.announcer.hold(added))
-                self._spawn(self.announcer.release(removed))
-            elif added or removed:
-                # Not ours to hold: this also clears what a killed earlier run left behind.
-                self._spawn(self.announcer.release(removed + added))
+            self._changed(inst, *inst.vips.replace(instance_vips(inst.config, self._all_vips)))
 
-    def status(self) -> HaStatus:
+    def _changed(self, inst: _Instance, added: list[str], removed: list[str]) -> None:
+        if inst.router.state == "master":
+            self._spawn(self.announcer.hold(added))
+            self._spawn(self.announcer.release(removed))
+        elif added or removed:
+            # Not ours to hold: this also clears what a killed earlier run left behind.
+            self._spawn(self.announcer.release(removed + added))
+
+    def status(self, *, detail: bool = True) -> HaStatus:
+        """`detail=False`: without the per-VIP lists (vips, holding), which are O(VIPs)."""
         loop_now = self._loop.time() if self._loop else 0.0
         wall = time.time()
         held = self.announcer.held
@@ -329,13 +356,14 @@ class Speaker:
                     adverts_in=i.adverts_in,
                     adverts_out=i.adverts_out,
                     dropped=dict(i.dropped),
-                    vips=i.vips,
-                    holding=tuple(v for v in i.vips if v in held),
+                    vips=tuple(i.vips) if detail else (),
+                    holding=tuple(v for v in i.vips if v in held) if detail else (),
                     peers=i.config.accepted_peers,
                 )
                 for i in self._instances
             ),
             dropped=dict(self.dropped),
+            garps_sent=self.announcer.frames_sent,
         )
 
     async def stop(self) -> None:
@@ -395,7 +423,7 @@ class Speaker:
             inst.config.vrid,
             priority,
             inst.router.settings.interval_cs,
-            inst.vips[:255],
+            inst.vips.head(),
             inst.family,
         )
         group = vrrp.GROUP_V4 if inst.family == 4 else vrrp.GROUP_V6
@@ -430,7 +458,7 @@ class Speaker:
         elif t.old == "master":
             self._spawn(self.announcer.release(inst.vips))
         if self.on_change is not None:
-            for s in self.status().instances:
+            for s in self.status(detail=False).instances:
                 if s.vrid == inst.config.vrid and s.family == inst.config.family:
                     self.on_change(s)
 
