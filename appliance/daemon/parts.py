@@ -44,7 +44,8 @@ class SpeakerPart(Protocol):
     on_change: Callable[[InstanceStatus], None] | None
 
     async def start(self) -> None: ...
-    def set_vips(self, vips: Iterable[Vip]) -> None: ...
+    # planned=False: VIPs of a saved plan, held at the planless priority (see Speaker).
+    def set_vips(self, vips: Iterable[Vip], *, planned: bool = True) -> None: ...
     def status(self) -> HaStatus: ...
     async def stop(self) -> None: ...
 
@@ -198,10 +199,11 @@ def make_parts(config: Config) -> Parts:
 
     speaker: SpeakerPart | None = None
     if config.ha.interface is not None and config.ha.instances:
-        from appliance.ha.speaker import Speaker
+        from appliance.ha.process import SpeakerProcess
 
-        # No master without a plan: a host that has not synced must not take VIPs away.
-        speaker = Speaker(config.ha, pools=config.pools, wait_for_plan=True)
+        # A process of its own, so no work of the loop's can delay an advert; and no
+        # master without a plan: a host that has not synced must not take VIPs away.
+        speaker = SpeakerProcess(config.ha, pools=config.pools, wait_for_plan=True)
     dns = make_dns(config.dns)
     health: HealthPart | None = None
     if config.health.enabled:

@@ -203,8 +203,9 @@ class Lab:
 
     def fail(self, lb: str) -> list[str]:
         """The LB host goes away as in a power cut: its cable pulled (the switch's port down,
-        so nobody hears its adverts or ARP replies) and its daemon killed (SIGKILL: no
-        resignation). Its kernel keeps what it had, as a dead host's would."""
+        so nobody hears its adverts or ARP replies) and its daemon killed with its VRRP
+        process (SIGKILL to the group: no resignation). Its kernel keeps what it had, as a
+        dead host's would."""
         self._lb_host(lb)
         done = [f"link {lb} down on the LAN"]
         topology.set_cable(self.prefix, lb, up=False)
@@ -216,7 +217,7 @@ class Lab:
         child = self.children.get(f"appliance-{lb}")
         if pid is not None and _alive(pid):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)  # its own session (_start)
             if child is not None and child.pid == pid:
                 child.wait()
             done.append(f"daemon {pid} killed")

@@ -131,7 +131,7 @@ class MemorySpeaker:
         self.journal.append("speaker.start")
         self.state = "master"
 
-    def set_vips(self, vips: Iterable[Vip]) -> None:
+    def set_vips(self, vips: Iterable[Vip], *, planned: bool = True) -> None:
         self.journal.append("speaker.set_vips")
         self.vips = tuple(vips)
         self.held = {v.address for v in self.vips}

@@ -1,0 +1,187 @@
+"""The daemon's VRRP process (appliance.ha.child), seen from outside: two `appliance run`
+daemons on a LAN (lb1 priority 150, lb2 100, 100 ms adverts), the VIP's holder read with
+`ip addr` in each namespace, the processes with `ps`.
+
+- SIGKILL of the daemon alone: its VRRP process resigns (as keepalived's children do when
+  their parent dies), so lb1 holds nothing at once and lb2 takes over without waiting out
+  Master_Down_Interval.
+- SIGKILL of the VRRP process: the daemon removes the VIPs it held, starts it again, and
+  lb1 (which has a plan) takes the VIP back at its priority; the page counts the restart.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from ha_lan import NET4, PYTHON, Child, Host, Lan, lan
+
+POOL_FIRST = f"{NET4}200"
+SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default, uid: 00000000-0000-0000-0000-00000000a001}
+spec:
+  type: LoadBalancer
+  ports: [{name: http, port: 80, nodePort: 30080, protocol: TCP}]
+  selector: {app: web}
+"""
+
+
+def config(workdir: Path, name: str, priority: int, peer: str) -> Path:
+    (workdir / "manifests").mkdir(exist_ok=True)
+    (workdir / "manifests" / "web.yaml").write_text(SERVICE)
+    (workdir / name).mkdir(exist_ok=True)
+    path = workdir / f"{name}.yaml"
+    path.write_text(
+        f"""\
+state_dir: {workdir / name}
+cluster:
+  manifests: {workdir / "manifests"}
+pools:
+  - name: lan
+    addresses: ['{POOL_FIRST}-{NET4}209']
+dataplane:
+  backend: nftables
+ha:
+  interface: eth0
+  garp_count: 2
+  instances:
+    - name: vi-1
+      vrid: 61
+      priority: {priority}
+      advert_interval: 100ms
+      peers: ['{peer}']
+dns:
+  enabled: false
+health:
+  enabled: false  # no real nodes on this LAN
+web:
+  listen: "127.0.0.1:18081"
+"""
+    )
+    return path
+
+
+class Daemon:
+    def __init__(self, host: Host, path: Path, workdir: Path, name: str) -> None:
+        self.host, self.name = host, name
+        self.child = Child(
+            host.ns,
+            [PYTHON, "-m", "appliance.daemon", "run", "--config", str(path)],
+            workdir / f"{name}.log",
+        )
+
+    def state(self) -> dict[str, object] | None:
+        got = self.host.run("curl", "-sf", "http://127.0.0.1:18081/api/v1/state", check=False)
+        return json.loads(got.stdout) if got.returncode == 0 else None
+
+    def vrrp_pids(self) -> list[int]:
+        """The daemon's children running appliance.ha.child (`ps`, not the daemon's word)."""
+        out = self.host.run(
+            "ps", "-o", "pid=,args=", "--ppid", str(self.child.pid), check=False
+        ).stdout
+        return [int(line.split()[0]) for line in out.splitlines() if "appliance.ha.child" in line]
+
+    def holds(self) -> bool:
+        return POOL_FIRST in self.host.addresses()
+
+
+def wait(what: str, check: Callable[[], bool], timeout: float, logs: Callable[[], str]) -> float:
+    """Seconds until `check` held; fails with the daemons' logs."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"{what}: not within {timeout} s\n{logs()}")
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
+    with lan("px") as net:
+        yield from _pair(net, tmp_path)
+
+
+def _pair(net: Lan, workdir: Path) -> Iterator[tuple[Daemon, Daemon]]:
+    h1, h2 = net.add_host("lb1", 11), net.add_host("lb2", 12)
+    daemons: list[Daemon] = []
+    try:
+        for host, name, prio, peer in ((h1, "lb1", 150, h2), (h2, "lb2", 100, h1)):
+            host.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+            daemons.append(Daemon(host, config(workdir, name, prio, peer.address4), workdir, name))
+        yield daemons[0], daemons[1]
+    finally:
+        for d in daemons:
+            d.child.stop()
+
+
+def _logs(*daemons: Daemon) -> Callable[[], str]:
+    return lambda: "\n".join(f"--- {d.name}\n{d.child.output()[-3000:]}" for d in daemons)
+
+
+def _settled(lb1: Daemon, lb2: Daemon) -> None:
+    logs = _logs(lb1, lb2)
+    wait("lb1 holds the VIP", lambda: lb1.holds() and not lb2.holds(), 20, logs)
+    wait("lb2 is backup", lambda: _states(lb2) == ["backup"], 10, logs)
+
+
+def _alive(host: Host, pid: int) -> bool:
+    return bool(host.run("ps", "-o", "pid=", "-p", str(pid), check=False).stdout.strip())
+
+
+def _states(d: Daemon) -> list[object]:
+    s = d.state()
+    return [i["state"] for i in s["vrrp"]] if s else []  # type: ignore[index,union-attr]
+
+
+def test_a_killed_daemon_leaves_no_master_behind(pair: tuple[Daemon, Daemon]) -> None:
+    lb1, lb2 = pair
+    _settled(lb1, lb2)
+    speakers = lb1.vrrp_pids()
+    assert len(speakers) == 1, speakers
+    # The wire, from lb2's side: lb1's adverts and the priority they carry.
+    dump = subprocess.Popen(
+        ["ip", "netns", "exec", lb2.host.ns, "tcpdump", "-l", "-nn", "-i", "eth0",
+         "ip proto 112 and src " + lb1.host.address4],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        lb1.child.send(signal.SIGKILL)
+        lb1.child.proc.wait()
+        logs = _logs(lb1, lb2)
+        wait("lb1 let go of the VIP", lambda: not lb1.holds(), 2, logs)
+        wait("lb2 holds the VIP", lb2.holds, 2, logs)
+        wait("lb1's VRRP process exited", lambda: not _alive(lb1.host, speakers[0]), 2, logs)
+        time.sleep(0.3)
+    finally:
+        dump.terminate()
+        out, _ = dump.communicate(timeout=5)
+    adverts = [line for line in out.splitlines() if "vrid 61" in line]
+    assert adverts and all("prio 150" in a for a in adverts[:-1]), out
+    # Its VRRP process resigned (priority 0: lb2 need not wait out Master_Down_Interval)
+    # and fell silent; lb1 answers ARP for nothing (the VIP is off its interface).
+    assert "prio 0," in adverts[-1], out
+
+
+def test_a_killed_vrrp_process_is_started_again(pair: tuple[Daemon, Daemon]) -> None:
+    lb1, lb2 = pair
+    _settled(lb1, lb2)
+    logs = _logs(lb1, lb2)
+    (first,) = lb1.vrrp_pids()
+    lb1.host.run("kill", "-KILL", str(first))
+    wait("lb2 takes over", lambda: lb2.holds() and not lb1.holds(), 3, logs)
+    wait("a new VRRP process", lambda: len(lb1.vrrp_pids()) == 1 and lb1.vrrp_pids() != [first],
+         5, logs)  # fmt: skip
+    wait("lb1 holds the VIP again", lambda: lb1.holds() and not lb2.holds(), 5, logs)
+    s = lb1.state()
+    assert s is not None
+    (inst,) = s["vrrp"]  # type: ignore[misc]
+    assert (inst["state"], inst["priority"], inst["restarts"]) == ("master", 150, 1), inst
+    assert "the VRRP process exited (-9)" in lb1.child.output()
