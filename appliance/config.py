@@ -27,6 +27,8 @@ from appliance.config_types import (
     LabelRequirement,
     LabelSelector,
     Pool,
+    TrackConfig,
+    TrackInterface,
     VrrpInstance,
     WebConfig,
 )
@@ -376,7 +378,9 @@ def _advert_interval(c: Checker, d: Mapping[str, Any], path: str) -> float:
 def _ha(c: Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
     path = "ha"
     d = c.mapping(
-        value, path, ("interface", "garp_count", "garp_interval", "garp_refresh", "instances")
+        value,
+        path,
+        ("interface", "garp_count", "garp_interval", "garp_refresh", "instances", "track"),
     )
     interface = c.string(d, "interface", path, None, nullable=True, check=check_ifname)
     pool_names = list(dict.fromkeys(p.name for p in pools if p.name))
@@ -492,6 +496,39 @@ def _ha(c: Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
         garp_count=c.integer(d, "garp_count", path, 5, 0, 1000),
         garp_interval=c.duration(d, "garp_interval", path, 0.02, 0.0, 60.0),
         garp_refresh=c.duration(d, "garp_refresh", path, 0.0, 0.0, 86400.0),
+        track=_track(c, d.get("track"), join_key(path, "track"), interface),
+    )
+
+
+def _track(c: Checker, value: object, path: str, interface: str | None) -> TrackConfig:
+    d = c.mapping(value, path, ("dataplane", "source", "source_after", "interfaces"))
+    defaults = TrackConfig()
+    items: list[TrackInterface] = []
+    ip_ = join_key(path, "interfaces")
+    seen: set[str] = set()
+    for i, item in enumerate(c.seq(d.get("interfaces"), ip_, "a list of {name, weight}")):
+        p = join_index(ip_, i)
+        e = c.mapping(item, p, ("name", "weight"), nullable=False)
+        if not isinstance(item, dict):
+            continue
+        if "name" not in e:
+            c.err(join_key(p, "name"), "required: the interface to track")
+            continue
+        name = c.string(e, "name", p, None, check=check_ifname)
+        if name is None:
+            continue
+        if name == interface:
+            c.err(join_key(p, "name"), f"{name} is ha.interface: its loss is Fault already")
+        elif name in seen:
+            c.err(join_key(p, "name"), f"{name} is listed twice")
+        else:
+            seen.add(name)
+            items.append(TrackInterface(name, c.integer(e, "weight", p, 0, -254, 0)))
+    return TrackConfig(
+        dataplane=c.integer(d, "dataplane", path, defaults.dataplane, -254, 0),
+        source=c.integer(d, "source", path, defaults.source, -254, 0),
+        source_after=c.duration(d, "source_after", path, defaults.source_after, 0.0, 86400.0),
+        interfaces=tuple(items),
     )
 
 

@@ -118,12 +118,39 @@ class VrrpInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackInterface:
+    name: str
+    weight: int = 0  # 0: Fault while it is down (keepalived's track_interface default)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackConfig:
+    """What this host can really serve (keepalived's track_interface / track_script). A
+    failing cause adds its weight (<= 0) to every instance's priority; weight 0 puts the
+    instances in Fault instead (they hold nothing)."""
+
+    dataplane: int = -100  # while the dataplane cannot be programmed
+    source: int = -100  # while the cluster source has been failing for longer than:
+    source_after: float = 60.0
+    interfaces: tuple[TrackInterface, ...] = ()
+
+    def weights(self) -> dict[str, int]:
+        """Cause -> weight; a cause is 'dataplane', 'source' or 'interface <name>'."""
+        return {
+            "dataplane": self.dataplane,
+            "source": self.source,
+            **{f"interface {i.name}": i.weight for i in self.interfaces},
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class HaConfig:
     interface: str | None = None  # None: no VRRP, this host owns every VIP
     instances: tuple[VrrpInstance, ...] = ()
     garp_count: int = 5
     garp_interval: float = 0.02
     garp_refresh: float = 0.0  # seconds between periodic GARP bursts; 0 = off
+    track: TrackConfig = field(default_factory=TrackConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,8 @@ class Daemon:
         self._retry: asyncio.TimerHandle | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._publishing: asyncio.Task[None] | None = None
+        self._dataplane_error: str | None = None  # the last apply's failure, until one works
+        self._source_down_since: float | None = None  # the source said it is not connected
         if parts.health is not None:
             parts.health.on_change = self.mark_dirty
             parts.health.on_transition = self._health_changed
@@ -225,7 +227,27 @@ class Daemon:
         # From the loop itself: a loop stuck in a sync stops the pings and systemd restarts us.
         if self.notifier.watchdog_interval:
             self.notifier.watchdog()
+        self._track()
         self._ticked()
+
+    def _track(self) -> None:
+        """Tell VRRP what this host cannot serve now (ha.track): a dataplane that cannot
+        be programmed, a cluster source failing for longer than ha.track.source_after."""
+        if self.parts.speaker is None:
+            return
+        failing: dict[str, str] = {}
+        if self._dataplane_error is not None:
+            failing["dataplane"] = f"cannot be programmed: {self._dataplane_error}"
+        now = time.time()
+        if self.source.status().get("connected", True):
+            self._source_down_since = None
+        elif self._source_down_since is None:
+            self._source_down_since = now
+        since = self._source_down_since
+        if since is not None and now - since >= self.config.ha.track.source_after:
+            at = time.strftime("%H:%M:%S", time.gmtime(since))
+            failing["source"] = f"{self.source.kind} unreachable since {at} UTC"
+        self.parts.speaker.track(failing)
 
     def _ticked(self) -> None:
         for hook in self.on_tick:
@@ -327,10 +349,12 @@ class Daemon:
             try:
                 self.report = await p.dataplane.apply(desired)
                 changed = not self.report.unchanged
+                self._dataplane_error = None
                 for w in self.report.warnings:
                     log.warning("dataplane", warning=w)
             except Exception as e:  # DataplaneError or worse: the other adapters still run
                 errors.append(f"dataplane: {e}")
+                self._dataplane_error = str(e)
         if p.speaker is not None:
             try:
                 p.speaker.set_vips(desired.vips)
@@ -355,6 +379,7 @@ class Daemon:
             started, time.perf_counter() - t0, changed, self._summary(desired), tuple(errors)
         )
         self.last_sync = record
+        self._track()
         if changed:
             self._connections_wake.set()
         self._after(record)

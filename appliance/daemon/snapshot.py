@@ -36,9 +36,23 @@ def _vrrp(status: HaStatus | None) -> list[dict[str, Any]]:
             "dropped": dict(i.dropped),
             "peers": list(i.peers),
             "restarts": i.restarts,
+            "configured_priority": i.configured_priority,
         }
         for i in status.instances
     ]
+
+
+def _tracking(daemon: Daemon, status: HaStatus | None) -> list[dict[str, Any]]:
+    """ha.track: every tracked cause, its weight, and what is wrong when it fails."""
+    if status is None:
+        return []
+    failing = status.failing
+    return [
+        {"cause": cause, "weight": weight, "failing": cause in failing,
+         "reason": failing.get(cause, "")}
+        for cause, weight in daemon.config.ha.track.weights().items()
+        if cause != "dataplane" or daemon.parts.dataplane is not None
+    ]  # fmt: skip
 
 
 def _owners(host: str, status: HaStatus | None) -> Callable[[str], dict[str, Any]]:
@@ -219,6 +233,7 @@ def build(daemon: Daemon, cache: Snapshots | None = None) -> dict[str, Any]:
             "connections_time": daemon.connections_at,
         },
         "vrrp": _vrrp(ha),
+        "tracking": _tracking(daemon, ha),
         "vips": [],
         "services": [],
         "records": [],

@@ -5,6 +5,7 @@ pipe, and the speaker's status as the child reports it. What goes down (daemon -
 
     {"op": "start", "ha": {...}, "pools": [...], "wait_for_plan": true}
     {"op": "vips", "groups": {"<instance>": {"add": [...], "del": [...]}}, "planned": true}
+    {"op": "track", "failing": {"dataplane": "why", ...}}
     {"op": "stop"}
 
 and up (child -> daemon):
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from appliance.config_types import HaConfig, Pool, VrrpInstance
+from appliance.config_types import HaConfig, Pool, TrackConfig, TrackInterface, VrrpInstance
 from appliance.ha.speaker import HaStatus, InstanceStatus
 
 CHUNK = 1000  # addresses per "vips" message
@@ -69,6 +70,8 @@ def read_start(message: Mapping[str, Any]) -> tuple[HaConfig, tuple[Pool, ...], 
     try:
         ha = dict(message["ha"])
         instances = tuple(VrrpInstance(**_tuples(i)) for i in ha.pop("instances"))
+        track = dict(ha.pop("track"))
+        interfaces = tuple(TrackInterface(**i) for i in track.pop("interfaces"))
         pools = tuple(
             Pool(
                 p["name"],
@@ -79,6 +82,7 @@ def read_start(message: Mapping[str, Any]) -> tuple[HaConfig, tuple[Pool, ...], 
             )
             for p in message["pools"]
         )
+        ha["track"] = TrackConfig(interfaces=interfaces, **track)
         return HaConfig(instances=instances, **ha), pools, bool(message["wait_for_plan"])
     except (KeyError, TypeError, ValueError) as e:
         raise ChannelError(f"bad start message: {e!r}") from None
@@ -128,6 +132,13 @@ def _addresses(values: Iterable[Any]) -> list[str]:
     return [str(ipaddress.ip_address(v)) for v in values]
 
 
+def read_track(message: Mapping[str, Any]) -> dict[str, str]:
+    try:
+        return {str(k): str(v) for k, v in message["failing"].items()}
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ChannelError(f"bad track message: {e!r}") from None
+
+
 # --- status ------------------------------------------------------------------------------
 
 
@@ -150,6 +161,7 @@ def status_message(
             "interface": status.interface,
             "dropped": dict(status.dropped),
             "garps_sent": status.garps_sent,
+            "failing": dict(status.failing),
             "instances": instances,
         },
     }
@@ -170,8 +182,16 @@ class Reported:
         return tuple(v for v in group if v in set(self.listed)) if self.listed else ()
 
 
-def read_status(message: Mapping[str, Any]) -> tuple[str, dict[str, int], int, list[Reported]]:
-    """(interface, dropped, garps_sent, instances) from a status message."""
+@dataclass(frozen=True, slots=True)
+class Status:
+    interface: str
+    dropped: dict[str, int]
+    garps_sent: int
+    failing: dict[str, str]
+    instances: list[Reported]
+
+
+def read_status(message: Mapping[str, Any]) -> Status:
     try:
         s = message["status"]
         reported = []
@@ -181,7 +201,12 @@ def read_status(message: Mapping[str, Any]) -> tuple[str, dict[str, int], int, l
             d["dropped"] = {str(k): int(v) for k, v in d["dropped"].items()}
             d["peers"] = tuple(d["peers"])
             reported.append(Reported(InstanceStatus(vips=(), holding=(), **d), holds_all, listed))
-        dropped = {str(k): int(v) for k, v in s["dropped"].items()}
-        return str(s["interface"]), dropped, int(s["garps_sent"]), reported
+        return Status(
+            str(s["interface"]),
+            {str(k): int(v) for k, v in s["dropped"].items()},
+            int(s["garps_sent"]),
+            {str(k): str(v) for k, v in s.get("failing", {}).items()},
+            reported,
+        )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ChannelError(f"bad status message: {e!r}") from None

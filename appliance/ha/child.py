@@ -85,6 +85,7 @@ class Child:
             await self.speaker.stop()
             self.report()
             self.send({"op": "stopped"})
+            log.info("VRRP process %d: resigned, VIPs removed: exiting", os.getpid())
         return 0
 
     async def _follow(self) -> None:
@@ -106,6 +107,9 @@ class Child:
                 message = channel.decode(line)
                 if message["op"] == "stop":
                     return
+                if message["op"] == "track":
+                    self.speaker.track(channel.read_track(message))
+                    continue
                 if message["op"] != "vips":
                     raise channel.ChannelError(f"unknown op {message['op']!r}")
                 groups, planned = channel.read_vips(message)
@@ -139,7 +143,10 @@ async def _main() -> int:
             break
         await asyncio.sleep(0.01)
     writer.close()
-    return rc
+    # Resigned and the VIPs removed: nothing is left to do, and the loop's teardown (its
+    # executor, pyroute2's threads) must not keep a process that no longer speaks alive.
+    logging.shutdown()
+    os._exit(rc)
 
 
 def _die_with_parent() -> None:

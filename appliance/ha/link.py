@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
+from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped,unused-ignore]
 
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
@@ -76,3 +77,12 @@ async def lookup(
 
 async def is_up(ipr: AsyncIPRoute, index: int) -> bool:
     return _is_up((await ipr.link("get", index=index))[0])
+
+
+async def down_reason(ipr: AsyncIPRoute, name: str) -> str | None:
+    """None when the interface `name` is up (with carrier); else why not."""
+    try:
+        links = await ipr.link("get", ifname=name)
+    except NetlinkError:
+        return "not found"
+    return None if links and _is_up(links[0]) else "down"

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from appliance.config_types import HaConfig, Pool, VrrpInstance
@@ -73,6 +73,8 @@ class SpeakerProcess:
         self._reported: dict[str, channel.Reported] = {}
         self._dropped: dict[str, int] = {}
         self._garps = 0
+        self._failing: dict[str, str] = {}  # what the daemon told the child is failing
+        self._child_failing: dict[str, str] = {}  # every failing cause, as the child said
         self._holding: dict[str, tuple[str, ...]] = {}  # cache, per report
         self._stopping = False
         self._exit: str | None = None  # why the child is not running, for the page
@@ -101,6 +103,12 @@ class SpeakerProcess:
             self._planned = True
         if deltas or first_plan:
             self._send_deltas(deltas, planned=self._planned)
+
+    def track(self, failing: Mapping[str, str]) -> None:
+        """The daemon's tracked causes failing now (cause -> what is wrong)."""
+        if dict(failing) != self._failing:
+            self._failing = dict(failing)
+            self._write({"op": "track", "failing": self._failing})
 
     def status(self) -> HaStatus:
         instances = []
@@ -132,9 +140,13 @@ class SpeakerProcess:
                     holding=holding,
                     peers=s.peers,
                     restarts=self.restarts,
+                    configured_priority=config.priority,
                 )
             )
-        return HaStatus(self.interface, tuple(instances), dict(self._dropped), self._garps)
+        failing = self._child_failing if self._exit is None else self._failing
+        return HaStatus(
+            self.interface, tuple(instances), dict(self._dropped), self._garps, dict(failing)
+        )
 
     async def stop(self) -> None:
         """The child resigns (priority 0) and removes its VIPs, then exits."""
@@ -189,6 +201,8 @@ class SpeakerProcess:
             )
         log.info("%s: VRRP process %d started", self.interface, proc.pid)
         # Everything told so far (a restart: the whole groups), and the plan if we had one.
+        if self._failing:
+            self._write({"op": "track", "failing": self._failing})
         told: dict[str, tuple[list[str], list[str]]] = {
             name: (list(group), []) for name, group in self._groups.items() if group
         }
@@ -279,9 +293,9 @@ class SpeakerProcess:
                 log.error("%s: VRRP process: %s", self.interface, e)
 
     def _take(self, message: dict[str, Any]) -> None:
-        _, dropped, garps, reported = channel.read_status(message)
-        self._dropped, self._garps = dropped, garps
-        for r in reported:
+        got = channel.read_status(message)
+        self._dropped, self._garps, self._child_failing = got.dropped, got.garps_sent, got.failing
+        for r in got.instances:
             self._reported[r.status.name] = r
         self._holding.clear()
         transition = message.get("transition")
@@ -313,6 +327,7 @@ class SpeakerProcess:
             holding=(),
             peers=config.accepted_peers,
             restarts=self.restarts,
+            configured_priority=config.priority,
         )
 
 

@@ -24,7 +24,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 
@@ -32,8 +32,10 @@ from appliance.config_types import HaConfig, Pool, VrrpInstance
 from appliance.ha import vrrp
 from appliance.ha.announce import Announcer, release_strays
 from appliance.ha.group import VipGroup
-from appliance.ha.link import LinkInfo, is_up, lookup
+from appliance.ha.link import LinkInfo, down_reason, is_up, lookup
+from appliance.ha.track import effective
 from appliance.ha.virtual_router import (
+    LINK_DOWN,
     Action,
     Announce,
     RouterSettings,
@@ -73,6 +75,7 @@ class InstanceStatus:
     holding: tuple[str, ...]  # those of them on this host now
     peers: tuple[str, ...] = ()  # whose adverts we accept; empty: any host on the LAN
     restarts: int = 0  # times the speaker's process was started again after it died
+    configured_priority: int = 0  # before the plan and tracking: the config's
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class HaStatus:
     instances: tuple[InstanceStatus, ...]
     dropped: Mapping[str, int]  # adverts not attributable to an instance (garbage, other VRIDs)
     garps_sent: int = 0  # gratuitous ARPs and unsolicited NAs, since start
+    failing: Mapping[str, str] = field(default_factory=dict)  # tracked cause -> what is wrong
 
     @property
     def owners(self) -> dict[str, str]:
@@ -232,6 +236,10 @@ class Speaker:
         self._loop: asyncio.AbstractEventLoop | None = None
         # The daemon's first set_vips() is its first plan; until then, PLANLESS_PRIORITY.
         self._waiting_for_plan = wait_for_plan
+        self._weights = ha.track.weights()
+        self._failing: dict[str, str] = {}  # the daemon's causes (dataplane, source)
+        self._interfaces_failing: dict[str, str] = {}  # the tracked interfaces', ours
+        self._link_up = True
 
     # -- the daemon's API -----------------------------------------------------------
     async def start(self) -> None:
@@ -251,6 +259,11 @@ class Speaker:
             await asyncio.sleep(LINK_POLL)
             link = await lookup(self._ipr, self.interface, skip=ours)
         self._link = link
+        self._link_up = link.up
+        for t in self.ha.track.interfaces:
+            why = await down_reason(self._ipr, t.name)
+            if why is not None:
+                self._interfaces_failing[f"interface {t.name}"] = why
         # Nothing is held yet: a VIP on the interface is a killed run's (or someone's) leftover.
         for vip in await release_strays(self.interface, ours):
             log.warning("%s: removed %s, a VIP this host does not hold (yet)", self.interface, vip)
@@ -262,9 +275,11 @@ class Speaker:
         now = self._loop.time()
         for config in self.ha.instances:
             family = 4 if config.family == "IPv4" else 6
+            base = PLANLESS_PRIORITY if self._waiting_for_plan else config.priority
+            priority, fault = effective(base, self._weights, self.failing)
             settings = RouterSettings(
                 vrid=config.vrid,
-                priority=PLANLESS_PRIORITY if self._waiting_for_plan else config.priority,
+                priority=priority,
                 interval_cs=vrrp.interval_cs(config.advert_interval),
                 address=self._channels[family].source or "",
                 preempt=config.preempt,
@@ -276,7 +291,7 @@ class Speaker:
                     f" address on {self.interface}"
                 )
             inst = _Instance(config, VirtualRouter(settings))
-            inst.router.link_up = link.up
+            inst.router.fault = fault if link.up else LINK_DOWN
             self._instances.append(inst)
         if self._all_vips is not None:
             self._assign(self._all_vips)
@@ -306,9 +321,6 @@ class Speaker:
         if not self._waiting_for_plan:
             return
         self._waiting_for_plan = False
-        if self._loop is None:
-            return
-        now = self._loop.time()
         for inst in self._instances:
             log.info(
                 "%s: %s (VRID %d): first plan: priority %d",
@@ -317,7 +329,40 @@ class Speaker:
                 inst.config.vrid,
                 inst.config.priority,
             )
-            self._apply(inst, inst.router.set_priority(inst.config.priority, now))
+        self._retrack()
+
+    def track(self, failing: Mapping[str, str]) -> None:
+        """The daemon's tracked causes that fail now (cause -> what is wrong): the
+        dataplane, the cluster source. Tracked interfaces are watched here."""
+        failing = {c: why for c, why in failing.items() if not c.startswith("interface ")}
+        if failing == self._failing:
+            return
+        for cause in sorted(failing.keys() - self._failing.keys()):
+            log.warning("%s: tracking: %s failing: %s", self.interface, cause, failing[cause])
+        for cause in sorted(self._failing.keys() - failing.keys()):
+            log.info("%s: tracking: %s recovered", self.interface, cause)
+        self._failing = dict(failing)
+        self._retrack()
+
+    @property
+    def failing(self) -> dict[str, str]:
+        """Every tracked cause failing now, with what is wrong."""
+        every = {**self._failing, **self._interfaces_failing}
+        return {c: every[c] for c in sorted(every) if c in self._weights}
+
+    def _retrack(self, cleared: str = "") -> None:
+        """Priority and Fault from the plan, the tracked causes and our own link."""
+        if self._loop is None:
+            return
+        now = self._loop.time()
+        failing = self.failing
+        for inst in self._instances:
+            base = PLANLESS_PRIORITY if self._waiting_for_plan else inst.config.priority
+            priority, fault = effective(base, self._weights, failing)
+            if not self._link_up:
+                fault = LINK_DOWN
+            self._apply(inst, inst.router.set_priority(priority, now))
+            self._apply(inst, inst.router.set_fault(fault, now, cleared=cleared))
 
     def group(self, instance: str) -> VipGroup:
         return next(i.vips for i in self._instances if i.config.name == instance)
@@ -359,11 +404,13 @@ class Speaker:
                     vips=tuple(i.vips) if detail else (),
                     holding=tuple(v for v in i.vips if v in held) if detail else (),
                     peers=i.config.accepted_peers,
+                    configured_priority=i.config.priority,
                 )
                 for i in self._instances
             ),
             dropped=dict(self.dropped),
             garps_sent=self.announcer.frames_sent,
+            failing=self.failing,
         )
 
     async def stop(self) -> None:
@@ -535,8 +582,8 @@ class Speaker:
         self._apply(owner, owner.router.receive(received.advert, source, self._loop.time()))
 
     async def _watch_link(self) -> None:
+        """Our interface (down: Fault) and the tracked ones, every LINK_POLL."""
         assert self._ipr is not None and self._link is not None and self._loop is not None
-        up = self._link.up
         while True:
             await asyncio.sleep(LINK_POLL)
             try:
@@ -544,10 +591,23 @@ class Speaker:
             except Exception as e:  # the interface vanished: treat as down
                 log.warning("%s: link state: %s", self.interface, e)
                 now_up = False
-            if now_up == up:
+            tracked: dict[str, str] = {}
+            for t in self.ha.track.interfaces:
+                try:
+                    why = await down_reason(self._ipr, t.name)
+                except Exception as e:
+                    why = str(e)
+                if why is not None:
+                    tracked[f"interface {t.name}"] = why
+            if now_up == self._link_up and tracked == self._interfaces_failing:
                 continue
-            up = now_up
-            log.info("%s: link %s", self.interface, "up" if up else "down")
-            now = self._loop.time()
-            for inst in self._instances:
-                self._apply(inst, inst.router.set_link(up, now))
+            cleared = ""
+            if now_up != self._link_up:
+                log.info("%s: link %s", self.interface, "up" if now_up else "down")
+                cleared = "interface up" if now_up else ""
+            for cause in sorted(tracked.keys() - self._interfaces_failing.keys()):
+                log.warning("%s: tracking: %s %s", self.interface, cause, tracked[cause])
+            for cause in sorted(self._interfaces_failing.keys() - tracked.keys()):
+                log.info("%s: tracking: %s up again", self.interface, cause)
+            self._link_up, self._interfaces_failing = now_up, tracked
+            self._retrack(cleared)

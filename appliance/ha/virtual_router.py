@@ -19,6 +19,7 @@ from typing import Literal
 from appliance.ha.vrrp import PRIORITY_OWNER, PRIORITY_STOP, Advert
 
 State = Literal["initialize", "backup", "master", "fault"]
+LINK_DOWN = "interface down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ class VirtualRouter:
         self.master_interval_cs = settings.interval_cs  # Master_Adver_Interval, learned
         self.adver_timer: float | None = None
         self.master_down_timer: float | None = None
-        self.link_up = True
+        self.fault: str | None = None  # why we must be in Fault (interface down, tracking)
         self._started = 0.0
         self._resigned = False  # the master said priority 0: its leaving, not a failure
 
@@ -103,8 +104,8 @@ class VirtualRouter:
         if self.state != "initialize":
             return []
         self._started = now
-        if not self.link_up:
-            return self._go("fault", now, "interface down")
+        if self.fault is not None:
+            return self._go("fault", now, self.fault)
         if self.settings.priority == PRIORITY_OWNER:
             return [Send(self.settings.priority), *self._become_master(now, "address owner")]
         self.master_interval_cs = self.settings.interval_cs
@@ -119,25 +120,44 @@ class VirtualRouter:
         self._stop_timers()
         return actions + self._go("initialize", now, "shutdown")
 
+    @property
+    def link_up(self) -> bool:
+        return self.fault != LINK_DOWN
+
+    @link_up.setter
+    def link_up(self, up: bool) -> None:
+        """Before start(): the interface's state as found."""
+        self.fault = None if up else LINK_DOWN
+
     def set_link(self, up: bool, now: float) -> list[Action]:
         """The interface went down (Fault, like keepalived) or came back (start over)."""
         if up == self.link_up:
             return []
-        self.link_up = up
-        if not up:
+        return self.set_fault(None if up else LINK_DOWN, now, cleared="interface up")
+
+    def set_fault(self, reason: str | None, now: float, cleared: str = "") -> list[Action]:
+        """A reason to be in Fault (our interface down; a tracked cause with weight 0), or
+        None when it is gone: then start over, as after the interface came back."""
+        old, self.fault = self.fault, reason
+        if reason == old:
+            return []
+        if reason is not None:
+            if old is not None and self.state == "fault":
+                self.reason = reason  # still in Fault, for another reason now
+                return []
             actions: list[Action] = []
             if self.state == "master":
                 actions.append(Send(PRIORITY_STOP))  # best effort: the link may carry it
             self._stop_timers()
             if self.state == "initialize":
                 return actions
-            return actions + self._go("fault", now, "interface down")
+            return actions + self._go("fault", now, reason)
         if self.state != "fault":
             return []
         self.state = "initialize"
         actions = self.start(now)
         if actions and isinstance(actions[-1], Transition):
-            actions[-1] = Transition("fault", actions[-1].new, "interface up")
+            actions[-1] = Transition("fault", actions[-1].new, cleared or f"cleared: {old}")
         return actions
 
     def set_priority(self, priority: int, now: float) -> list[Action]:

@@ -89,6 +89,22 @@ class SnapshotCollector(Collector):
             for name in VRRP_STATES:
                 state.add_metric([i["instance"], name], 1 if i["state"] == name else 0)
         yield state
+        priority = GaugeMetricFamily(
+            "appliance_vrrp_priority",
+            "the priority each instance advertises (its configured one, less tracking)",
+            labels=["instance"],
+        )
+        for i in s.get("vrrp", []):
+            priority.add_metric([i["instance"]], i["priority"])
+        yield priority
+        tracked = GaugeMetricFamily(
+            "appliance_vrrp_track_failing",
+            "1 while a tracked cause (ha.track) fails: dataplane, source, interface <name>",
+            labels=["cause"],
+        )
+        for t in s.get("tracking", []):
+            tracked.add_metric([t["cause"]], 1 if t["failing"] else 0)
+        yield tracked
         dropped = CounterMetricFamily(
             "appliance_vrrp_adverts_dropped",
             "adverts dropped by reason (not_a_peer: a source outside the instance's peers)",

@@ -33,6 +33,8 @@ from appliance.config_types import (
     LabelRequirement,
     LabelSelector,
     Pool,
+    TrackConfig,
+    TrackInterface,
     VrrpInstance,
     WebConfig,
 )
@@ -1278,3 +1280,33 @@ def test_bad_peer_names_file_and_line(tmp_path: Path) -> None:
         f"{cfg}:13: ha.instances[0].peers[1]: '198.18.20.101' is our own address (a VIP of"
         " pool 'lan'), not a peer",
     )
+
+
+def test_ha_track_weights_and_interfaces() -> None:
+    data = with_("ha", {"interface": "eth0", "track": {
+        "dataplane": 0, "source": -20, "source_after": "30s",
+        "interfaces": [{"name": "bond0", "weight": -60}, {"name": "eth1"}],
+    }})  # fmt: skip
+    track = parse_config(data).ha.track
+    assert track == TrackConfig(
+        0, -20, 30.0, (TrackInterface("bond0", -60), TrackInterface("eth1"))
+    )
+    assert track.weights() == {
+        "dataplane": 0, "source": -20, "interface bond0": -60, "interface eth1": 0
+    }  # fmt: skip
+    assert parse_config(with_("ha", {"interface": "eth0"})).ha.track == TrackConfig()
+
+
+@pytest.mark.parametrize(
+    ("track", "error"),
+    [
+        ({"dataplane": 10}, "ha.track.dataplane: must be an integer from -254 to 0, got 10"),
+        ({"sorce": -10}, "ha.track.sorce: unknown key (did you mean 'source'?)"),
+        ({"interfaces": [{"weight": -1}]}, "ha.track.interfaces[0].name: required"),
+        ({"interfaces": [{"name": "eth0"}]}, "ha.track.interfaces[0].name: eth0 is ha.interface"),
+        ({"interfaces": [{"name": "a"}, {"name": "a"}]}, "interfaces[1].name: a is listed twice"),
+    ],
+)
+def test_ha_track_errors(track: dict[str, Any], error: str) -> None:
+    errors = errors_of(with_("ha", {"interface": "eth0", "track": track}))
+    assert any(error in e for e in errors), errors

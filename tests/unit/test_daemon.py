@@ -21,7 +21,7 @@ import pytest
 import structlog
 
 from appliance.config import ConfigError
-from appliance.config_types import Config, DnsConfig, HealthConfig, WebConfig
+from appliance.config_types import Config, DnsConfig, HealthConfig, TrackConfig, WebConfig
 from appliance.daemon import loop as daemon_loop
 from appliance.daemon import snapshot
 from appliance.daemon.logs import configure
@@ -52,6 +52,7 @@ class MemorySource:
         self.pending: list[ClusterState] = []
         self.published: list[DesiredState] = []
         self.closed = False
+        self.connected: bool | None = None  # None: a source that does not say (files)
 
     def push(self, s: ClusterState) -> None:
         if self.queue is None:
@@ -74,7 +75,10 @@ class MemorySource:
         self.published.append(desired)
 
     def status(self) -> Mapping[str, Any]:
-        return {"kind": "memory"}
+        return {
+            "kind": "memory",
+            **({} if self.connected is None else {"connected": self.connected}),
+        }
 
     async def close(self) -> None:
         self.journal.append("source.close")
@@ -126,10 +130,16 @@ class MemorySpeaker:
         self.held: set[str] = set()
         self.state = "initialize"
         self.hang = hang
+        self.failing: dict[str, str] = {}
 
     async def start(self) -> None:
         self.journal.append("speaker.start")
         self.state = "master"
+
+    def track(self, failing: Mapping[str, str]) -> None:
+        if failing != self.failing:
+            self.journal.append("speaker.track:" + ",".join(sorted(failing)))
+        self.failing = dict(failing)
 
     def set_vips(self, vips: Iterable[Vip], *, planned: bool = True) -> None:
         self.journal.append("speaker.set_vips")
@@ -372,6 +382,36 @@ def test_a_failed_apply_is_reported_and_retried_and_the_rest_still_runs(
     asyncio.run(_with_daemon(rig, body))
     assert rig.daemon.counters.syncs["error"] >= 1
     assert rig.daemon.counters.syncs["ok"] >= 1
+
+
+def test_vrrp_is_told_what_this_host_cannot_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ha.track: a dataplane that cannot be programmed, until an apply works; a source
+    that says it is not connected, once that has lasted ha.track.source_after."""
+    monkeypatch.setattr(daemon_loop, "RETRY_FIRST", 0.02)
+    cfg = base_config()
+    cfg = replace(cfg, ha=replace(cfg.ha, track=TrackConfig(source_after=0.2)))
+    rig = Rig(cfg, tick=0.02)
+    rig.dataplane.fail = "nft: Could not process rule: No such file or directory"
+    rig.source.push(cluster())
+
+    async def body() -> None:
+        await rig.until(lambda: "dataplane" in rig.speaker.failing, "dataplane tracked")
+        assert "No such file" in rig.speaker.failing["dataplane"]
+        rig.dataplane.fail = None
+        await rig.until(lambda: not rig.speaker.failing, "dataplane recovered")
+        rig.source.connected = False
+        await asyncio.sleep(0.1)
+        assert not rig.speaker.failing  # not yet: source_after is 0.2 s
+        await rig.until(lambda: "source" in rig.speaker.failing, "source tracked")
+        assert "memory unreachable since" in rig.speaker.failing["source"]
+        rig.source.connected = True
+        await rig.until(lambda: not rig.speaker.failing, "source recovered")
+
+    asyncio.run(_with_daemon(rig, body))
+    tracked = [j for j in rig.journal if j.startswith("speaker.track")]
+    assert tracked == [
+        "speaker.track:dataplane", "speaker.track:", "speaker.track:source", "speaker.track:"
+    ]  # fmt: skip
 
 
 def test_a_failing_health_update_is_an_error_of_the_sync_not_the_end_of_the_daemon() -> None:

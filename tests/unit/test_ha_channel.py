@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config_types import HaConfig, Pool, VrrpInstance
+from appliance.config_types import HaConfig, Pool, TrackConfig, TrackInterface, VrrpInstance
 from appliance.ha import channel
 from appliance.ha.group import ADVERT_ADDRESSES, VipGroup
 from appliance.ha.process import SpeakerError, SpeakerProcess
@@ -26,6 +26,7 @@ HA = HaConfig(
         VrrpInstance("v6", 52, family="IPv6", unicast_peers=("fd00:198:18:20::2",)),
     ),
     garp_count=3,
+    track=TrackConfig(dataplane=0, interfaces=(TrackInterface("up0", -50),)),
 )
 POOLS = (
     Pool("a", ((ipaddress.ip_address("198.19.0.0"), ipaddress.ip_address("198.19.255.255")),)),
@@ -80,12 +81,17 @@ def test_status_round_trip_and_compact_holding() -> None:
     backup = InstanceStatus(
         "v6", 52, "IPv6", "backup", 2.5, "startup", None, 100, 1.0, 9, 0, {}, (), (), ()
     )
-    status = HaStatus("eth0", (master, backup), {"bad_ttl": 1}, garps_sent=12)
+    status = HaStatus(
+        "eth0", (master, backup), {"bad_ttl": 1}, garps_sent=12, failing={"source": "gone"}
+    )
     message = channel.status_message(
         status, {"v4": (True, ["198.19.0.2"]), "v6": (False, ["fd00:198:19::1"])}, "v4"
     )
-    iface, dropped, garps, reported = channel.read_status(json.loads(channel.encode(message)))
-    assert (iface, dropped, garps) == ("eth0", {"bad_ttl": 1}, 12)
+    got = channel.read_status(json.loads(channel.encode(message)))
+    assert (got.interface, got.dropped, got.garps_sent, got.failing) == (
+        "eth0", {"bad_ttl": 1}, 12, {"source": "gone"}
+    )  # fmt: skip
+    reported = got.instances
     assert [r.status for r in reported] == [master, backup]
     group4 = ("198.19.0.1", "198.19.0.2", "198.19.0.3")
     assert reported[0].holding(group4) == ("198.19.0.1", "198.19.0.3")

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from appliance.ha.track import effective
 from appliance.ha.virtual_router import (
     Action,
     Announce,
@@ -480,3 +481,28 @@ def test_a_master_tells_its_new_priority_at_once() -> None:
     assert r.set_priority(50, 5.0) == [Send(50)]
     assert r.deadline == pytest.approx(5.0 + r.interval, abs=CS)
     assert r.settings.priority == 50
+
+
+def test_a_tracked_fault_stops_a_master_and_its_end_starts_over() -> None:
+    r = _master(100)
+    assert r.set_fault("interface up0: down", 1.0) == [
+        Send(0),
+        Transition("master", "fault", "interface up0: down"),
+    ]
+    # Another reason while in Fault: still Fault, the page says the newer reason.
+    assert r.set_fault("dataplane: cannot be programmed", 1.5) == []
+    assert (r.state, r.reason) == ("fault", "dataplane: cannot be programmed")
+    assert r.set_fault(None, 2.0) == [
+        Transition("fault", "backup", "cleared: dataplane: cannot be programmed")
+    ]
+    assert r.link_up
+
+
+def test_tracking_lowers_the_priority_or_faults() -> None:
+    weights = {"dataplane": -100, "source": -30, "interface up0": 0}
+    assert effective(150, weights, {}) == (150, None)
+    assert effective(150, weights, {"dataplane": "nft failed"}) == (50, None)
+    assert effective(150, weights, {"dataplane": "x", "source": "y"}) == (20, None)
+    assert effective(20, weights, {"dataplane": "x"}) == (1, None)  # never 0: not a resign
+    assert effective(150, weights, {"interface up0": "down"}) == (150, "interface up0: down")
+    assert effective(150, weights, {"interface up9": "down"}) == (150, None)  # not tracked

@@ -33,7 +33,7 @@ spec:
 """
 
 
-def config(workdir: Path, name: str, priority: int, peer: str) -> Path:
+def config(workdir: Path, name: str, priority: int, peer: str, track: str = "") -> Path:
     (workdir / "manifests").mkdir(exist_ok=True)
     (workdir / "manifests" / "web.yaml").write_text(SERVICE)
     (workdir / name).mkdir(exist_ok=True)
@@ -51,7 +51,7 @@ dataplane:
 ha:
   interface: eth0
   garp_count: 2
-  instances:
+{track}  instances:
     - name: vi-1
       vrid: 61
       priority: {priority}
@@ -102,6 +102,13 @@ def wait(what: str, check: Callable[[], bool], timeout: float, logs: Callable[[]
     raise AssertionError(f"{what}: not within {timeout} s\n{logs()}")
 
 
+# lb1 tracks an uplink of its own (a veth pair here): down costs it 100 priority.
+TRACK = """\
+  track:
+    interfaces: [{name: up0, weight: -100}]
+"""
+
+
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
     with lan("px") as net:
@@ -110,11 +117,18 @@ def pair(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
 
 def _pair(net: Lan, workdir: Path) -> Iterator[tuple[Daemon, Daemon]]:
     h1, h2 = net.add_host("lb1", 11), net.add_host("lb2", 12)
+    h1.run("ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p")
+    for ifname in ("up0", "up0p"):
+        h1.run("ip", "link", "set", ifname, "up")
     daemons: list[Daemon] = []
     try:
-        for host, name, prio, peer in ((h1, "lb1", 150, h2), (h2, "lb2", 100, h1)):
+        for host, name, prio, peer, track in (
+            (h1, "lb1", 150, h2, TRACK),
+            (h2, "lb2", 100, h1, ""),
+        ):
             host.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
-            daemons.append(Daemon(host, config(workdir, name, prio, peer.address4), workdir, name))
+            path = config(workdir, name, prio, peer.address4, track)
+            daemons.append(Daemon(host, path, workdir, name))
         yield daemons[0], daemons[1]
     finally:
         for d in daemons:
@@ -137,7 +151,7 @@ def _alive(host: Host, pid: int) -> bool:
 
 def _states(d: Daemon) -> list[object]:
     s = d.state()
-    return [i["state"] for i in s["vrrp"]] if s else []  # type: ignore[index,union-attr]
+    return [i["state"] for i in s.get("vrrp", [])] if s else []  # type: ignore[attr-defined]
 
 
 def test_a_killed_daemon_leaves_no_master_behind(pair: tuple[Daemon, Daemon]) -> None:
@@ -185,3 +199,27 @@ def test_a_killed_vrrp_process_is_started_again(pair: tuple[Daemon, Daemon]) -> 
     (inst,) = s["vrrp"]  # type: ignore[misc]
     assert (inst["state"], inst["priority"], inst["restarts"]) == ("master", 150, 1), inst
     assert "the VRRP process exited (-9)" in lb1.child.output()
+
+
+def test_a_tracked_uplink_down_hands_the_vip_to_the_peer(pair: tuple[Daemon, Daemon]) -> None:
+    """keepalived's track_interface with a weight: 150 - 100 < 100, lb2 preempts; back up,
+    lb1 preempts again. Seen in `ip addr` of both hosts; the cause on lb1's page."""
+    lb1, lb2 = pair
+    _settled(lb1, lb2)
+    logs = _logs(lb1, lb2)
+    lb1.host.run("ip", "link", "set", "up0", "down")
+    wait("lb2 holds the VIP", lambda: lb2.holds() and not lb1.holds(), 5, logs)
+    s = lb1.state()
+    assert s is not None
+    (inst,) = s["vrrp"]  # type: ignore[misc]
+    assert (inst["state"], inst["priority"], inst["configured_priority"]) == ("backup", 50, 150)
+    tracking = {t["cause"]: t for t in s["tracking"]}  # type: ignore[attr-defined]
+    assert tracking["interface up0"]["failing"] and tracking["interface up0"]["reason"] == "down"
+    assert not tracking["dataplane"]["failing"] and not tracking["source"]["failing"]
+    metrics = lb1.host.run("curl", "-sf", "http://127.0.0.1:18081/metrics").stdout
+    assert 'appliance_vrrp_track_failing{cause="interface up0"} 1.0' in metrics, metrics
+    assert 'appliance_vrrp_priority{instance="vi-1"} 50.0' in metrics, metrics
+    lb1.host.run("ip", "link", "set", "up0", "up")
+    wait("lb1 holds the VIP again", lambda: lb1.holds() and not lb2.holds(), 5, logs)
+    s = lb1.state()
+    assert s is not None and s["vrrp"][0]["priority"] == 150  # type: ignore[index]
