@@ -16,6 +16,7 @@ from appliance.config_types import HaConfig
 from appliance.ha.vrrp import PROTO_VRRP
 
 TABLE = "appliance_vrrp"
+RULE_MARK = "not a peer"  # in the comment of every drop rule
 
 
 def family_peers(ha: HaConfig, family: str) -> tuple[str, ...] | None:
@@ -37,7 +38,7 @@ def render(ha: HaConfig) -> str:
         rules.append(  # l4proto: the protocol after any IPv6 extension headers
             f'iifname "{ha.interface}" meta l4proto {PROTO_VRRP}'
             f" {match} != {{ {', '.join(peers)} }}"
-            f' counter drop comment "VRRP from a host that is not a peer"'
+            f' counter drop comment "VRRP from a host that is {RULE_MARK}"'
         )
     lines = [
         f"add table inet {TABLE}",

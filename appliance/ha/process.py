@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from appliance.config_types import HaConfig, Pool, VrrpInstance
-from appliance.ha import channel
+from appliance.dataplane.base import DataplaneError, run_tool
+from appliance.ha import channel, firewall
 from appliance.ha.announce import release_strays
 from appliance.ha.speaker import HaStatus, InstanceStatus, in_pools
 from appliance.model import Vip
@@ -82,7 +83,34 @@ class SpeakerProcess:
 
     # -- SpeakerPart ------------------------------------------------------------------
     async def start(self) -> None:
+        await self._install_filter()
         await self._spawn()
+
+    async def _install_filter(self) -> None:
+        """The outer wall of `peers` (appliance.ha.firewall): protocol 112 on ha.interface
+        only from the peers, in a table of our own. Loaded at every start, so the kernel
+        has the config's peers; a failure is one warning (the speaker's own check stays)."""
+        script = firewall.render(self.ha)
+        if firewall.RULE_MARK not in script:
+            # Each family has an instance that takes adverts from anyone: no filter, and
+            # none left from an earlier config that had peers.
+            with contextlib.suppress(DataplaneError):
+                await run_tool(["nft", "delete", "table", "inet", firewall.TABLE])
+            return
+        try:
+            rc, _, err = await run_tool(["nft", "-f", "-"], script.encode())
+        except DataplaneError as e:
+            rc, err = 1, str(e).encode()
+        if rc:
+            log.warning(
+                "%s: VRRP peers filter not loaded (table inet %s): %s",
+                self.interface,
+                firewall.TABLE,
+                err.decode(errors="replace").strip(),
+            )
+        else:
+            log.info("%s: VRRP accepted only from the peers (table inet %s)", self.interface,
+                     firewall.TABLE)  # fmt: skip
 
     def set_vips(self, vips: Iterable[Vip], *, planned: bool = True) -> None:
         deltas: dict[str, tuple[list[str], list[str]]] = {}

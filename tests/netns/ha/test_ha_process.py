@@ -157,6 +157,9 @@ def _states(d: Daemon) -> list[object]:
 def test_a_killed_daemon_leaves_no_master_behind(pair: tuple[Daemon, Daemon]) -> None:
     lb1, lb2 = pair
     _settled(lb1, lb2)
+    # Each daemon walled VRRP off to its peer (the kernel's view, `nft list`).
+    table = lb1.host.run("nft", "list", "table", "inet", "appliance_vrrp").stdout
+    assert f"vrrp ip saddr != {lb2.host.address4} counter" in table and "drop" in table, table
     speakers = lb1.vrrp_pids()
     assert len(speakers) == 1, speakers
     # The wire, from lb2's side: lb1's adverts and the priority they carry.
