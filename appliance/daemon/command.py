@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from appliance.config_types import Config
@@ -35,6 +36,7 @@ async def serve(config: Config, config_path: str) -> int:
     from appliance.daemon.loop import Daemon
     from appliance.daemon.notify import Notifier
     from appliance.daemon.parts import make_dns, make_parts, make_source
+    from appliance.daemon.resign import Resignations
     from appliance.daemon.statestore import AllocationStore
     from appliance.kube.api import KubeConfigError
     from appliance.web.app import StateHolder, WebServer, create_app
@@ -53,6 +55,7 @@ async def serve(config: Config, config_path: str) -> int:
         make_dns=make_dns,
         notifier=Notifier(),
         store=AllocationStore.in_dir(config.state_dir),
+        resignations=Resignations.in_dir(config.state_dir, [i.name for i in config.ha.instances]),
     )
     holder = StateHolder()
     registry, histogram = make_registry(holder.get)
@@ -61,7 +64,8 @@ async def serve(config: Config, config_path: str) -> int:
     daemon.on_sync.append(lambda record: histogram.observe(record.seconds))
     host, port = config.web.listen
     try:
-        web = WebServer(create_app(holder, registry, config.web), host, port)
+        app = create_app(holder, registry, config.web, _actions(daemon))
+        web = WebServer(app, host, port)
     except OSError as e:
         _log().error("cannot start the web", listen=f"{host}:{port}", error=e.strerror or str(e))
         return EXIT_FAILED
@@ -79,6 +83,31 @@ async def serve(config: Config, config_path: str) -> int:
     finally:
         await asyncio.to_thread(web.stop)
     return 0
+
+
+def _actions(daemon: Any) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+    """The web's changes, run on the daemon's loop (the web thread never touches it)."""
+    loop = asyncio.get_running_loop()
+
+    def act(what: str, body: dict[str, Any]) -> dict[str, Any]:
+        instance, seconds = body.get("instance"), body.get("for_seconds")
+        if instance is not None and not isinstance(instance, str):
+            raise ValueError("instance: a name or null (every instance)")
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float)
+        ):
+            raise ValueError("for_seconds: a number of seconds or null (until resumed)")
+
+        async def run() -> dict[str, Any]:
+            if what == "resign":
+                names = daemon.resign(instance, seconds)
+            else:
+                names = daemon.resume(instance)
+            return {"instances": names, "resigned": daemon.resignations.listing()}
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=5)
+
+    return act
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from appliance.config import ConfigError
 from appliance.config_types import Config, DnsConfig
 from appliance.daemon.notify import Notifier
 from appliance.daemon.parts import DnsPart, Parts, SourcePart, close_dataplane
+from appliance.daemon.resign import Resignations
 from appliance.daemon.statestore import AllocationStore
 from appliance.dataplane.base import ApplyReport
 from appliance.ha.speaker import InstanceStatus
@@ -90,6 +91,7 @@ class Daemon:
         host: str | None = None,
         connections_every: float = CONNECTIONS_EVERY,
         store: AllocationStore | None = None,
+        resignations: Resignations | None = None,
     ) -> None:
         self.config = config
         self.parts = parts
@@ -105,6 +107,10 @@ class Daemon:
         # files source, write_status false) they are all that keeps a VIP where it was.
         self.store = store
         self.planner = Planner(config, previous=store.load() if store is not None else None)
+        self.resignations = resignations or Resignations(
+            None, [i.name for i in config.ha.instances]
+        )
+        self.resignations.load()
         self.state: ClusterState | None = None
         self.desired: DesiredState | None = None
         self.report: ApplyReport | None = None
@@ -202,6 +208,7 @@ class Daemon:
         if self._dirty or self.stopping:
             self._wake.set()
         try:
+            self._track()  # a resigned instance is held back before it ever speaks
             await self._start_parts()
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -248,6 +255,29 @@ class Daemon:
             at = time.strftime("%H:%M:%S", time.gmtime(since))
             failing["source"] = f"{self.source.kind} unreachable since {at} UTC"
         self.parts.speaker.track(failing)
+        self.parts.speaker.hold(self.resignations.active(now))
+
+    # --- planned handover (appliance ha resign / resume) -------------------------------
+
+    def resign(self, instance: str | None, seconds: float | None) -> list[str]:
+        """Hand the instance(s) to the peer and hold them back. Raises ResignError."""
+        names = self.resignations.resign(instance, seconds, time.time())
+        for r in self.resignations.listing():
+            if r["instance"] in names:
+                self.event("warning", f"VRRP {r['instance']}: {r['reason']}")
+                log.warning("resigned", instance=r["instance"], until=r["until"])
+        self._track()
+        self._wake.set()
+        return names
+
+    def resume(self, instance: str | None) -> list[str]:
+        names = self.resignations.resume(instance)
+        for name in names:
+            self.event("info", f"VRRP {name}: resumed by the operator")
+            log.info("resumed", instance=name)
+        self._track()
+        self._wake.set()
+        return names
 
     def _ticked(self) -> None:
         for hook in self.on_tick:

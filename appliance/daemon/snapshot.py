@@ -234,6 +234,7 @@ def build(daemon: Daemon, cache: Snapshots | None = None) -> dict[str, Any]:
         },
         "vrrp": _vrrp(ha),
         "tracking": _tracking(daemon, ha),
+        "resigned": daemon.resignations.listing(),
         "vips": [],
         "services": [],
         "records": [],

@@ -6,6 +6,7 @@ pipe, and the speaker's status as the child reports it. What goes down (daemon -
     {"op": "start", "ha": {...}, "pools": [...], "wait_for_plan": true}
     {"op": "vips", "groups": {"<instance>": {"add": [...], "del": [...]}}, "planned": true}
     {"op": "track", "failing": {"dataplane": "why", ...}}
+    {"op": "hold", "instances": {"<instance>": "why", ...}}
     {"op": "stop"}
 
 and up (child -> daemon):
@@ -137,6 +138,13 @@ def read_track(message: Mapping[str, Any]) -> dict[str, str]:
         return {str(k): str(v) for k, v in message["failing"].items()}
     except (AttributeError, KeyError, TypeError) as e:
         raise ChannelError(f"bad track message: {e!r}") from None
+
+
+def read_hold(message: Mapping[str, Any]) -> dict[str, str]:
+    try:
+        return {str(k): str(v) for k, v in message["instances"].items()}
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ChannelError(f"bad hold message: {e!r}") from None
 
 
 # --- status ------------------------------------------------------------------------------

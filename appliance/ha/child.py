@@ -110,6 +110,9 @@ class Child:
                 if message["op"] == "track":
                     self.speaker.track(channel.read_track(message))
                     continue
+                if message["op"] == "hold":
+                    self.speaker.hold(channel.read_hold(message))
+                    continue
                 if message["op"] != "vips":
                     raise channel.ChannelError(f"unknown op {message['op']!r}")
                 groups, planned = channel.read_vips(message)

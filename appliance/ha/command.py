@@ -1,8 +1,18 @@
-"""`appliance ha`: run the VRRP speaker of appliance.yaml on its own, for given VIPs.
+"""`appliance ha`: run the VRRP speaker of appliance.yaml on its own, for given VIPs;
+or hand a running daemon's instances to the peer for maintenance.
 
 The daemon runs the speaker with the VIPs its plan allocates; this command is for trying
 HA alone (and for the interop tests): `appliance ha --config appliance.yaml --vip 198.18.20.100`.
 SIGTERM or Ctrl-C resigns with priority 0 and removes the VIPs.
+
+Planned handover, through the running daemon's web API (web.listen, with web.username /
+password when set):
+
+    appliance ha resign --config appliance.yaml [--instance vi-1] [--for 10m]
+    appliance ha resume --config appliance.yaml [--instance vi-1]
+
+A resigned instance sends priority 0 (the peer takes over after Skew_Time) and stays in
+Fault, holding nothing, until resumed or until --for is over; a restart keeps it so.
 """
 
 from __future__ import annotations
@@ -32,6 +42,20 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("resign", "resume"),
+        help="resign: hand the instances to the peer and hold them back; resume: undo",
+    )
+    p.add_argument("--instance", help="resign / resume: only this instance (default: all)")
+    p.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="resign: resume by itself after this long (e.g. 10m; default: until resume)",
+    )
+    p.add_argument("--url", help="resign / resume: the daemon's web (default: from web.listen)")
     # dest config_opt: `appliance` main() turns it into args.config for every subcommand.
     p.add_argument(
         "--config", "-c", dest="config_opt", required=True, help="appliance.yaml (ha:, pools:)"
@@ -136,6 +160,8 @@ def cmd_ha(args: argparse.Namespace) -> int:
     if config.ha.interface is None or not config.ha.instances:
         print(f"appliance ha: {path}: no ha.interface or ha.instances", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.action:
+        return _handover(args, config)
     if args.release:
         return asyncio.run(_release(config))
     if args.print_firewall:
@@ -164,6 +190,53 @@ def cmd_ha(args: argparse.Namespace) -> int:
             return EXIT_BAD_CONFIG
         vips.append(Vip(str(address), pool, ()))
     return asyncio.run(_run(args, config, vips))
+
+
+def _handover(args: argparse.Namespace, config: Any) -> int:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from appliance.config_values import parse_duration
+
+    body: dict[str, Any] = {"instance": args.instance}
+    if args.action == "resign" and args.duration is not None:
+        seconds = parse_duration(args.duration)
+        if seconds is None or seconds <= 0:
+            print(f"appliance ha resign: --for {args.duration!r}: not a duration", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        body["for_seconds"] = seconds
+    host, port = config.web.listen
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = (args.url or f"http://{host}:{port}").rstrip("/") + f"/api/v1/ha/{args.action}"
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    if config.web.username is not None:
+        token = f"{config.web.username}:{config.web.password or ''}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.load(response)
+    except urllib.error.HTTPError as e:
+        try:
+            why = json.load(e).get("error", e.reason)
+        except ValueError:
+            why = e.reason
+        print(f"appliance ha {args.action}: {url}: {why}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        print(f"appliance ha {args.action}: {url}: {getattr(e, 'reason', e)}", file=sys.stderr)
+        return 1
+    reasons = {r["instance"]: r["reason"] for r in answer.get("resigned", [])}
+    for name in answer.get("instances", []):
+        if args.action == "resign":
+            print(f"{name}: {reasons.get(name, 'resigned')}: the peer takes over")
+        else:
+            print(f"{name}: resumed: takes part in VRRP again")
+    if not answer.get("instances"):
+        print(f"appliance ha {args.action}: nothing to do")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

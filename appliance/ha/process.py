@@ -75,6 +75,7 @@ class SpeakerProcess:
         self._dropped: dict[str, int] = {}
         self._garps = 0
         self._failing: dict[str, str] = {}  # what the daemon told the child is failing
+        self._held: dict[str, str] = {}  # the instances the operator holds in Fault
         self._child_failing: dict[str, str] = {}  # every failing cause, as the child said
         self._holding: dict[str, tuple[str, ...]] = {}  # cache, per report
         self._stopping = False
@@ -137,6 +138,12 @@ class SpeakerProcess:
         if dict(failing) != self._failing:
             self._failing = dict(failing)
             self._write({"op": "track", "failing": self._failing})
+
+    def hold(self, instances: Mapping[str, str]) -> None:
+        """Instances the operator holds in Fault (instance -> why)."""
+        if dict(instances) != self._held:
+            self._held = dict(instances)
+            self._write({"op": "hold", "instances": self._held})
 
     def status(self) -> HaStatus:
         instances = []
@@ -231,6 +238,8 @@ class SpeakerProcess:
         # Everything told so far (a restart: the whole groups), and the plan if we had one.
         if self._failing:
             self._write({"op": "track", "failing": self._failing})
+        if self._held:
+            self._write({"op": "hold", "instances": self._held})
         told: dict[str, tuple[list[str], list[str]]] = {
             name: (list(group), []) for name, group in self._groups.items() if group
         }

@@ -240,6 +240,7 @@ class Speaker:
         self._failing: dict[str, str] = {}  # the daemon's causes (dataplane, source)
         self._interfaces_failing: dict[str, str] = {}  # the tracked interfaces', ours
         self._link_up = True
+        self._held: dict[str, str] = {}  # instance -> why the operator holds it in Fault
 
     # -- the daemon's API -----------------------------------------------------------
     async def start(self) -> None:
@@ -344,6 +345,19 @@ class Speaker:
         self._failing = dict(failing)
         self._retrack()
 
+    def hold(self, instances: Mapping[str, str]) -> None:
+        """Instances held in Fault by the operator (instance -> why, e.g. a planned
+        handover): a master resigns with priority 0, so its peer takes over after
+        Skew_Time, and none of them takes the VIPs back until released."""
+        if dict(instances) == self._held:
+            return
+        for name in sorted(instances.keys() - self._held.keys()):
+            log.warning("%s: %s: held back: %s", self.interface, name, instances[name])
+        for name in sorted(self._held.keys() - instances.keys()):
+            log.info("%s: %s: released", self.interface, name)
+        self._held = dict(instances)
+        self._retrack(cleared="released by the operator")
+
     @property
     def failing(self) -> dict[str, str]:
         """Every tracked cause failing now, with what is wrong."""
@@ -359,6 +373,7 @@ class Speaker:
         for inst in self._instances:
             base = PLANLESS_PRIORITY if self._waiting_for_plan else inst.config.priority
             priority, fault = effective(base, self._weights, failing)
+            fault = self._held.get(inst.config.name, fault)
             if not self._link_up:
                 fault = LINK_DOWN
             self._apply(inst, inst.router.set_priority(priority, now))

@@ -170,6 +170,9 @@ def demo(prefix: str = topology.DEFAULT_PREFIX) -> int:
         "after its first sync)")  # fmt: skip
     say(f"  daemon crash:  podman exec {c} systemctl kill -s KILL appliance   (systemd removes "
         "its VIPs, restarts it)")  # fmt: skip
+    say(f"  handover:      podman exec {c} /opt/appliance/bin/appliance ha resign --config "
+        "/etc/appliance/appliance.yaml --for 10m   (the peer takes over; `ha resume` undoes "
+        "it)")  # fmt: skip
     say(f"  who is master: {Path(sys.executable).parent / 'appliance'} lab status")
     say(f"  tear down:     {Path(sys.executable).parent / 'appliance'} lab down")
     if answered == 0:

@@ -1,7 +1,13 @@
-"""Flask, read-only: the page, `/api/v1/state`, `/healthz`, `/readyz`, `/metrics`.
+"""Flask: the page, `/api/v1/state`, `/healthz`, `/readyz`, `/metrics`, and the one
+thing it can change: `POST /api/v1/ha/resign` and `/api/v1/ha/resume` (planned handover).
 
 The daemon's loop builds a plain-data snapshot and swaps it into a `StateHolder`; the web
-thread only ever reads that one reference, so it never touches the loop's objects.
+thread only ever reads that one reference, so it never touches the loop's objects. A
+change goes to the loop as a call it runs itself (`actions`), and the answer comes back.
+
+Changes need the web's username and password when they are configured; without them,
+only a client on this host's loopback may make one (the `appliance ha resign` command).
+They take JSON only, which a cross-site form cannot send.
 """
 
 from __future__ import annotations
@@ -42,8 +48,16 @@ class StateHolder:
         return self.clock() - self._at
 
 
+# (what, JSON body) -> JSON answer; raises ValueError for a request it refuses.
+Actions = Callable[[str, dict[str, Any]], dict[str, Any]]
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
 def create_app(
-    holder: StateHolder, registry: CollectorRegistry, config: WebConfig | None = None
+    holder: StateHolder,
+    registry: CollectorRegistry,
+    config: WebConfig | None = None,
+    actions: Actions | None = None,
 ) -> Flask:
     web = config or WebConfig()
     app = Flask(__name__)
@@ -93,6 +107,22 @@ def create_app(
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.post("/api/v1/ha/<what>")
+    def ha_change(what: str) -> tuple[Response, int]:
+        if what not in ("resign", "resume"):
+            return jsonify(error=f"no such change: {what} (resign, resume)"), 404
+        if web.username is None and request.remote_addr not in LOOPBACK:
+            return jsonify(error="changes from other hosts need web.username/password"), 403
+        body = request.get_json(silent=True)
+        if not request.is_json or not isinstance(body, dict):
+            return jsonify(error='send a JSON object, e.g. {"instance": null}'), 415
+        if actions is None:
+            return jsonify(error="this server makes no changes"), 503
+        try:
+            return jsonify(actions(what, body)), 200
+        except ValueError as e:
+            return jsonify(error=str(e)), 400
 
     return app
 

@@ -105,6 +105,15 @@ class SnapshotCollector(Collector):
         for t in s.get("tracking", []):
             tracked.add_metric([t["cause"]], 1 if t["failing"] else 0)
         yield tracked
+        resigned = GaugeMetricFamily(
+            "appliance_vrrp_resigned",
+            "1 while the operator holds the instance back (appliance ha resign)",
+            labels=["instance"],
+        )
+        held = {r["instance"] for r in s.get("resigned", [])}
+        for i in s.get("vrrp", []):
+            resigned.add_metric([i["instance"]], 1 if i["instance"] in held else 0)
+        yield resigned
         dropped = CounterMetricFamily(
             "appliance_vrrp_adverts_dropped",
             "adverts dropped by reason (not_a_peer: a source outside the instance's peers)",

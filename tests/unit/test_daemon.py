@@ -131,10 +131,16 @@ class MemorySpeaker:
         self.state = "initialize"
         self.hang = hang
         self.failing: dict[str, str] = {}
+        self.held_back: dict[str, str] = {}
 
     async def start(self) -> None:
         self.journal.append("speaker.start")
         self.state = "master"
+
+    def hold(self, instances: Mapping[str, str]) -> None:
+        if instances != self.held_back:
+            self.journal.append("speaker.hold:" + ",".join(sorted(instances)))
+        self.held_back = dict(instances)
 
     def track(self, failing: Mapping[str, str]) -> None:
         if failing != self.failing:

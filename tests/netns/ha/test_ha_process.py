@@ -226,3 +226,32 @@ def test_a_tracked_uplink_down_hands_the_vip_to_the_peer(pair: tuple[Daemon, Dae
     wait("lb1 holds the VIP again", lambda: lb1.holds() and not lb2.holds(), 5, logs)
     s = lb1.state()
     assert s is not None and s["vrrp"][0]["priority"] == 150  # type: ignore[index]
+
+
+def test_a_planned_handover_holds_through_a_restart(
+    pair: tuple[Daemon, Daemon], tmp_path: Path
+) -> None:
+    """`appliance ha resign`: lb1 hands the VIP to lb2 and stays out, even across a
+    restart of its daemon (an upgrade), until `appliance ha resume`."""
+    lb1, lb2 = pair
+    _settled(lb1, lb2)
+    logs = _logs(lb1, lb2)
+    cli = [str(Path(PYTHON).parent / "appliance"), "ha"]
+    conf = str(tmp_path / "lb1.yaml")
+    out = lb1.host.run(*cli, "resign", "--config", conf).stdout
+    assert "vi-1: resigned by the operator" in out, out
+    wait("lb2 holds the VIP", lambda: lb2.holds() and not lb1.holds(), 3, logs)
+    s = lb1.state()
+    assert s is not None and s["vrrp"][0]["state"] == "fault", s  # type: ignore[index]
+    # A restart of lb1's daemon (its allocations and resignation are in state_dir).
+    lb1.child.stop()
+    lb1.child = Daemon(lb1.host, Path(conf), tmp_path, "lb1-again").child
+    wait("lb1's daemon is back", lambda: _states(lb1) == ["fault"], 20, logs)
+    for _ in range(50):  # 1 s: more than two Master_Down_Intervals
+        assert lb2.holds() and not lb1.holds(), logs()
+        time.sleep(0.02)
+    out = lb1.host.run(*cli, "resume", "--config", conf).stdout
+    assert "vi-1: resumed" in out, out
+    wait("lb1 holds the VIP again", lambda: lb1.holds() and not lb2.holds(), 5, logs)
+    bad = lb1.host.run(*cli, "resign", "--config", conf, "--instance", "vi-9", check=False)
+    assert bad.returncode == 1 and "no VRRP instance 'vi-9'" in bad.stderr, bad
