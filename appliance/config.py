@@ -409,6 +409,7 @@ def _ha(c: Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
                 "unicast_peers",
                 "peers",
                 "v3_checksum_as_v2",
+                "use_vmac",
             ),
             nullable=False,
         )
@@ -475,6 +476,21 @@ def _ha(c: Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
         if as_v2 and family != "IPv4":
             c.err(join_key(p, "v3_checksum_as_v2"), "applies only to IPv4 instances")
             as_v2 = False
+        use_vmac = c.boolean(e, "use_vmac", p, False)
+        if use_vmac:
+            six = [
+                pl.name for pl in pools if (pl.name in owned or not owned) and "IPv6" in pl.families
+            ]
+            if family != "IPv4":
+                c.err(join_key(p, "use_vmac"), "applies only to IPv4 instances (for now)")
+                use_vmac = False
+            elif six:
+                c.err(
+                    join_key(p, "use_vmac"),
+                    f"the virtual MAC carries IPv4 VIPs only, and this instance owns IPv6"
+                    f" pool(s) {', '.join(six)} (list its IPv4 pools in `pools`)",
+                )
+                use_vmac = False
         instances.append(
             VrrpInstance(
                 name=name or "",
@@ -488,6 +504,7 @@ def _ha(c: Checker, value: object, pools: Sequence[Pool]) -> HaConfig:
                 peers=tuple(accepted),
                 family=family,
                 v3_checksum_as_v2=as_v2,
+                use_vmac=use_vmac,
             )
         )
     return HaConfig(

@@ -110,6 +110,7 @@ class VrrpInstance:
     peers: tuple[str, ...] = ()
     family: Family = "IPv4"
     v3_checksum_as_v2: bool = False  # IPv4: checksum without the pseudo-header (RFC 9568)
+    use_vmac: bool = False  # IPv4: VIPs on a macvlan with the virtual router MAC (RFC 5798 7.3)
 
     @property
     def accepted_peers(self) -> tuple[str, ...]:

@@ -51,10 +51,9 @@ class Child:
         if speaker is None:
             return
         status = speaker.status(detail=False)
-        held = speaker.announcer.held
         exceptions: dict[str, tuple[bool, list[str]]] = {}
         for i in status.instances:
-            group = speaker.group(i.name)
+            group, held = speaker.group(i.name), speaker.held(i.name)
             if i.state == "master":
                 exceptions[i.name] = (True, [v for v in group if v not in held])
             else:

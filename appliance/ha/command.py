@@ -129,6 +129,7 @@ async def _release(config: Any) -> int:
     from appliance.ha.announce import release_strays
     from appliance.ha.link import LinkError
     from appliance.ha.speaker import in_pools
+    from appliance.ha.vmac import Vmac
 
     try:
         removed = await release_strays(config.ha.interface, lambda a: in_pools(a, config.pools))
@@ -137,6 +138,15 @@ async def _release(config: Any) -> int:
         return 1
     for address in removed:
         print(f"removed {address} from {config.ha.interface}")
+    # A virtual MAC left up by a killed daemon would answer ARP for its VIPs: remove it.
+    for instance in config.ha.instances:
+        if instance.use_vmac:
+            vmac = Vmac(config.ha.interface, instance.vrid)
+            try:
+                if await vmac.remove_leftover():
+                    print(f"removed {vmac.name} (the virtual MAC of {instance.name})")
+            except OSError as e:
+                print(f"appliance ha --release: {e}", file=sys.stderr)
     return 0
 
 

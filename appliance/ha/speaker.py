@@ -44,6 +44,7 @@ from appliance.ha.virtual_router import (
     Transition,
     VirtualRouter,
 )
+from appliance.ha.vmac import Vmac
 from appliance.model import Vip
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,12 @@ def in_pools(address: str, pools: Sequence[Pool]) -> bool:
 
 
 class _Instance:
-    def __init__(self, config: VrrpInstance, router: VirtualRouter) -> None:
+    def __init__(self, config: VrrpInstance, router: VirtualRouter, announcer: Announcer) -> None:
         self.config = config
         self.router = router
+        self.announcer = announcer  # the interface's; with use_vmac, the macvlan's own
+        self.vmac: Vmac | None = None
+        self.lock = asyncio.Lock()  # use_vmac: taking over and leaving, one at a time
         self.vips = VipGroup()
         self.adverts_in = 0
         self.adverts_out = 0
@@ -291,9 +295,11 @@ class Speaker:
                     f"ha instance {config.name}: peer {settings.address} is this host's own"
                     f" address on {self.interface}"
                 )
-            inst = _Instance(config, VirtualRouter(settings))
+            inst = _Instance(config, VirtualRouter(settings), self.announcer)
             inst.router.fault = fault if link.up else LINK_DOWN
             self._instances.append(inst)
+            if config.use_vmac:
+                await self._make_vmac(inst)
         if self._all_vips is not None:
             self._assign(self._all_vips)
         for inst in self._instances:
@@ -389,17 +395,51 @@ class Speaker:
 
     def _changed(self, inst: _Instance, added: list[str], removed: list[str]) -> None:
         if inst.router.state == "master":
-            self._spawn(self.announcer.hold(added))
-            self._spawn(self.announcer.release(removed))
+            self._spawn(inst.announcer.hold(added))
+            self._spawn(inst.announcer.release(removed))
         elif added or removed:
             # Not ours to hold: this also clears what a killed earlier run left behind.
-            self._spawn(self.announcer.release(removed + added))
+            self._spawn(inst.announcer.release(removed + added))
+
+    def held(self, instance: str) -> set[str]:
+        """The addresses on this host's interface (or the instance's macvlan) now."""
+        return next(i.announcer.held for i in self._instances if i.config.name == instance)
+
+    async def _make_vmac(self, inst: _Instance) -> None:
+        """use_vmac: the macvlan and its announcer (the VIPs, GARPs from the virtual MAC).
+        Adverts still leave by the interface, as keepalived's vmac_xmit_base: a macvlan
+        takes every multicast frame whose source is its own MAC, so two hosts that both
+        had the virtual MAC up (a split brain) would never hear each other's adverts."""
+        vmac = Vmac(self.interface, inst.config.vrid)
+        await vmac.create()
+        inst.vmac = vmac
+        inst.announcer = Announcer(
+            vmac.name,
+            garp_count=self.ha.garp_count,
+            garp_interval=self.ha.garp_interval,
+            garp_refresh=self.ha.garp_refresh,
+        )
+        await inst.announcer.start()
+        log.info("%s: %s (VRID %d): virtual MAC %s on %s", self.interface, inst.config.name,
+                 inst.config.vrid, vmac.mac, vmac.name)  # fmt: skip
+
+    async def _vmac_master(self, inst: _Instance) -> None:
+        assert inst.vmac is not None
+        async with inst.lock:
+            await inst.vmac.set_up(True)
+            await inst.announcer.hold(inst.vips)
+
+    async def _vmac_leave(self, inst: _Instance) -> None:
+        assert inst.vmac is not None
+        async with inst.lock:
+            await inst.announcer.release(inst.vips)
+            # Down, it takes no frame for the virtual MAC: the new master gets them all.
+            await inst.vmac.set_up(False)
 
     def status(self, *, detail: bool = True) -> HaStatus:
         """`detail=False`: without the per-VIP lists (vips, holding), which are O(VIPs)."""
         loop_now = self._loop.time() if self._loop else 0.0
         wall = time.time()
-        held = self.announcer.held
         return HaStatus(
             interface=self.interface,
             instances=tuple(
@@ -417,14 +457,14 @@ class Speaker:
                     adverts_out=i.adverts_out,
                     dropped=dict(i.dropped),
                     vips=tuple(i.vips) if detail else (),
-                    holding=tuple(v for v in i.vips if v in held) if detail else (),
+                    holding=tuple(v for v in i.vips if v in i.announcer.held) if detail else (),
                     peers=i.config.accepted_peers,
                     configured_priority=i.config.priority,
                 )
                 for i in self._instances
             ),
             dropped=dict(self.dropped),
-            garps_sent=self.announcer.frames_sent,
+            garps_sent=sum(a.frames_sent for a in self._announcers()),
             failing=self.failing,
         )
 
@@ -445,9 +485,18 @@ class Speaker:
             self._loop.remove_reader(channel.recv.fileno())
             channel.close()
         self._channels.clear()
-        await self.announcer.close()
+        for announcer in self._announcers():
+            await announcer.close()
+        for inst in self._instances:
+            if inst.vmac is not None:
+                await inst.vmac.remove()
         if self._ipr is not None:
             self._ipr.close()
+
+    def _announcers(self) -> list[Announcer]:
+        return list(
+            {id(a): a for a in (self.announcer, *(i.announcer for i in self._instances))}.values()
+        )
 
     # -- internals --------------------------------------------------------------------
     def _spawn(self, coro: object) -> None:
@@ -476,7 +525,7 @@ class Speaker:
                     inst.config.vrid,
                     action.reason,
                 )
-                self.announcer.burst(inst.vips)
+                inst.announcer.burst(inst.vips)
         self._schedule(inst)
 
     def _send(self, inst: _Instance, priority: int) -> None:
@@ -516,9 +565,11 @@ class Speaker:
             t.reason,
         )
         if t.new == "master":
-            self._spawn(self.announcer.hold(inst.vips))
+            take = self._vmac_master(inst) if inst.vmac else inst.announcer.hold(inst.vips)
+            self._spawn(take)
         elif t.old == "master":
-            self._spawn(self.announcer.release(inst.vips))
+            leave = self._vmac_leave(inst) if inst.vmac else inst.announcer.release(inst.vips)
+            self._spawn(leave)
         if self.on_change is not None:
             for s in self.status(detail=False).instances:
                 if s.vrid == inst.config.vrid and s.family == inst.config.family:

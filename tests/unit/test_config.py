@@ -1310,3 +1310,14 @@ def test_ha_track_weights_and_interfaces() -> None:
 def test_ha_track_errors(track: dict[str, Any], error: str) -> None:
     errors = errors_of(with_("ha", {"interface": "eth0", "track": track}))
     assert any(error in e for e in errors), errors
+
+
+def test_use_vmac_is_for_ipv4_instances_with_ipv4_pools() -> None:
+    base = with_(
+        "ha", {"interface": "eth0", "instances": [{"name": "a", "vrid": 7, "use_vmac": True}]}
+    )
+    assert parse_config(base).ha.instances[0].use_vmac
+    v6 = with_("ha.instances[0].family", "IPv6", base)
+    assert any("use_vmac: applies only to IPv4 instances" in e for e in errors_of(v6))
+    mixed = with_("pools[1]", {"name": "six", "addresses": ["fd00:198:18::/120"]}, base)
+    assert any("owns IPv6 pool(s) six" in e for e in errors_of(mixed)), errors_of(mixed)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from ha_lan import NET4, PYTHON, Child, Host, Lan, lan
+from ha_lan import NET4, PYTHON, Child, Host, Lan, in_ns, lan
 
 POOL_FIRST = f"{NET4}200"
 SERVICE = """\
@@ -33,7 +33,9 @@ spec:
 """
 
 
-def config(workdir: Path, name: str, priority: int, peer: str, track: str = "") -> Path:
+def config(
+    workdir: Path, name: str, priority: int, peer: str, track: str = "", vmac: bool = False
+) -> Path:
     (workdir / "manifests").mkdir(exist_ok=True)
     (workdir / "manifests" / "web.yaml").write_text(SERVICE)
     (workdir / name).mkdir(exist_ok=True)
@@ -57,6 +59,7 @@ ha:
       priority: {priority}
       advert_interval: 100ms
       peers: ['{peer}']
+      use_vmac: {"true" if vmac else "false"}
 dns:
   enabled: false
 health:
@@ -89,7 +92,9 @@ class Daemon:
         return [int(line.split()[0]) for line in out.splitlines() if "appliance.ha.child" in line]
 
     def holds(self) -> bool:
-        return POOL_FIRST in self.host.addresses()
+        """The VIP on any interface of the host (eth0, or the virtual MAC's macvlan)."""
+        out = self.host.run("ip", "-4", "-o", "addr", "show").stdout
+        return f" {POOL_FIRST}/" in out
 
 
 def wait(what: str, check: Callable[[], bool], timeout: float, logs: Callable[[], str]) -> float:
@@ -115,7 +120,15 @@ def pair(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon]]:
         yield from _pair(net, tmp_path)
 
 
-def _pair(net: Lan, workdir: Path) -> Iterator[tuple[Daemon, Daemon]]:
+@pytest.fixture
+def vmac_pair(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon, Host, Lan]]:
+    with lan("pv") as net:
+        client = net.add_host("cl", 13)
+        for lb1, lb2 in _pair(net, tmp_path, vmac=True):
+            yield lb1, lb2, client, net
+
+
+def _pair(net: Lan, workdir: Path, vmac: bool = False) -> Iterator[tuple[Daemon, Daemon]]:
     h1, h2 = net.add_host("lb1", 11), net.add_host("lb2", 12)
     h1.run("ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p")
     for ifname in ("up0", "up0p"):
@@ -127,7 +140,7 @@ def _pair(net: Lan, workdir: Path) -> Iterator[tuple[Daemon, Daemon]]:
             (h2, "lb2", 100, h1, ""),
         ):
             host.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
-            path = config(workdir, name, prio, peer.address4, track)
+            path = config(workdir, name, prio, peer.address4, track, vmac)
             daemons.append(Daemon(host, path, workdir, name))
         yield daemons[0], daemons[1]
     finally:
@@ -255,3 +268,67 @@ def test_a_planned_handover_holds_through_a_restart(
     wait("lb1 holds the VIP again", lambda: lb1.holds() and not lb2.holds(), 5, logs)
     bad = lb1.host.run(*cli, "resign", "--config", conf, "--instance", "vi-9", check=False)
     assert bad.returncode == 1 and "no VRRP instance 'vi-9'" in bad.stderr, bad
+
+
+VMAC = "00:00:5e:00:01:3d"  # RFC 5798 7.3 for VRID 61
+
+# The client's own view, without ping: an ARP query for the VIP (scapy: every MAC that
+# answers within 300 ms), and a TCP connect to a closed port (refused = reachable).
+PROBE = f"""
+import socket, sys
+from scapy.all import ARP, Ether, srp
+answered, _ = srp(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst="{POOL_FIRST}"), iface="eth0",
+                  timeout=0.3, multi=True, verbose=False)
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect(("{POOL_FIRST}", 9))
+    reach = "open"
+except ConnectionRefusedError:
+    reach = "refused"
+except OSError as e:
+    reach = type(e).__name__
+print(" ".join(sorted({{r.hwsrc for _, r in answered}})), reach, sep="|")
+"""
+
+
+def _probe(client: Host) -> tuple[set[str], str]:
+    out = client.run(PYTHON, "-c", PROBE).stdout.strip().splitlines()[-1]
+    macs, reach = out.split("|")
+    return set(macs.split()), reach
+
+
+def _fdb_port(net: Lan, mac: str) -> str | None:
+    """The switch port (veth in the bridge's namespace) that has learnt `mac`."""
+    out = in_ns(net.bridge_ns, "bridge", "fdb", "show", "br", "br0").stdout
+    return next((line.split()[2] for line in out.splitlines() if line.startswith(mac)), None)
+
+
+def test_a_virtual_mac_keeps_the_clients_arp_entry_through_a_takeover(
+    vmac_pair: tuple[Daemon, Daemon, Host, Lan], tmp_path: Path
+) -> None:
+    """use_vmac: only the virtual MAC answers for the VIP (never a host's own MAC), the
+    client reaches the VIP through it, and after a takeover the client's neighbour entry
+    is the same MAC while the switch has learnt it on the new master's port."""
+    lb1, lb2, client, net = vmac_pair
+    _settled(lb1, lb2)
+    logs = _logs(lb1, lb2)
+    link = lb1.host.run("ip", "-o", "link", "show", "vrrp.61").stdout
+    assert VMAC in link and "state UP" in link, link
+    assert "vrrp.61" not in lb2.host.run("ip", "-o", "-4", "addr", "show").stdout
+    macs, reach = _probe(client)
+    assert (macs, reach) == ({VMAC}, "refused"), (macs, reach, logs())
+    first_port = _fdb_port(net, VMAC)
+    assert first_port is not None and first_port.endswith("lb1"), first_port
+    neigh = client.neighbour_mac(POOL_FIRST)
+    assert neigh == VMAC, neigh
+    cli = [str(Path(PYTHON).parent / "appliance"), "ha"]
+    lb1.host.run(*cli, "resign", "--config", str(tmp_path / "lb1.yaml"))
+    wait("lb2 holds the VIP", lambda: lb2.holds() and not lb1.holds(), 3, logs)
+    wait("the switch learnt the VMAC on lb2's port",
+         lambda: (_fdb_port(net, VMAC) or "").endswith("lb2"), 3, logs)  # fmt: skip
+    assert client.neighbour_mac(POOL_FIRST) == VMAC  # the client never had to learn anew
+    macs, reach = _probe(client)
+    assert (macs, reach) == ({VMAC}, "refused"), (macs, reach, logs())
+    link = lb1.host.run("ip", "-o", "link", "show", "vrrp.61").stdout
+    assert "state DOWN" in link or "UP" not in link.split("<")[1].split(">")[0], link
