@@ -15,6 +15,11 @@ interface it
 - captures every VRRP advert (IPv4 protocol 112): time, source IP and MAC, VRID,
   priority, advert interval.
 
+The ARP socket takes only frames addressed to our MAC (a socket filter in the kernel):
+a takeover sends thousands of broadcast gratuitous ARPs, which would otherwise fill the
+socket's buffer and push out the replies that matter. Both sockets' drop counts (the
+kernel's PACKET_STATISTICS) are in the output; a sample is only trustworthy when they are 0.
+
 A healthy pair gives exactly one MAC per sample for every VIP and one advertising source
 per VRID. Split brain shows as samples with two MACs and the advertising source changing
 back and forth; a gap (nobody holds the VIP) as samples with none.
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
+import ctypes
 import ipaddress
 import itertools
 import json
@@ -45,7 +51,12 @@ from typing import Any
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4  # sll_pkttype of a frame this host sent
-SO_TIMESTAMPNS = 35  # Linux; Python's socket module does not name it
+SO_TIMESTAMPNS = 35  # Linux; Python's socket module does not name these
+SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+RCVBUF = 32 << 20
 IPPROTO_VRRP = 112
 ARP_REQUEST, ARP_REPLY = 1, 2
 BROADCAST = b"\xff" * 6
@@ -89,6 +100,24 @@ def arp_request(src_mac: bytes, src_ip: str, target_ip: str) -> bytes:
     arp = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, ARP_REQUEST)
     arp += src_mac + socket.inet_aton(src_ip) + b"\x00" * 6 + socket.inet_aton(target_ip)
     return ether + arp
+
+
+def to_mac_filter(mac: bytes) -> bytes:
+    """A classic BPF program that keeps the frames whose Ethernet destination is `mac`.
+
+    ld [2]; jeq #mac[2:6] else drop; ldh [0]; jeq #mac[0:2] else drop; ret all; drop: ret 0
+    """
+    low = struct.unpack("!I", mac[2:6])[0]
+    high = struct.unpack("!H", mac[0:2])[0]
+    program = [
+        (0x20, 0, 0, 2),  # BPF_LD | BPF_W | BPF_ABS
+        (0x15, 0, 3, low),  # BPF_JMP | BPF_JEQ | BPF_K
+        (0x28, 0, 0, 0),  # BPF_LD | BPF_H | BPF_ABS
+        (0x15, 0, 1, high),
+        (0x06, 0, 0, 0x40000),  # BPF_RET | BPF_K: the whole frame
+        (0x06, 0, 0, 0),  # BPF_RET | BPF_K: nothing
+    ]
+    return b"".join(struct.pack("=HBBI", *insn) for insn in program)
 
 
 def parse_arp(frame: bytes) -> Arp | None:
@@ -252,7 +281,7 @@ def summarise(
     vips: Sequence[str],
     interval: float,
     start: float,
-    garps: dict[str, dict[str, int]] | None = None,
+    drops: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The observer's whole answer, as written to `--out`. `max_send_gap` says whether the
     observer kept up (a window much longer than `interval` is one coarse sample)."""
@@ -270,7 +299,7 @@ def summarise(
         "max_send_gap": round(max(gaps), 4) if gaps else None,
         "vips": per_vip,
         "totals": totals,
-        "garps": garps or {},
+        "drops": drops or {},
         "adverts": {
             "raw": len(adverts),
             "transitions": sum(v["transitions"] for v in advert_summary.values()),
@@ -290,13 +319,27 @@ def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float:
     return time.time()
 
 
-def _socket(interface: str, proto: int) -> socket.socket:
+def _socket(interface: str, proto: int, only_to: bytes | None = None) -> socket.socket:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
     s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    try:  # root may exceed net.core.rmem_max
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+    except PermissionError:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    if only_to is not None:
+        program = to_mac_filter(only_to)
+        buffer = ctypes.create_string_buffer(program, len(program))
+        fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
+        s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     s.bind((interface, proto))
     s.setblocking(False)
     return s
+
+
+def _drops(s: socket.socket) -> int:
+    """Frames the kernel dropped for this socket (a full buffer) since the last call."""
+    _packets, drops = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    return int(drops)
 
 
 class Observer:
@@ -305,12 +348,12 @@ class Observer:
         mac = Path(f"/sys/class/net/{interface}/address").read_text().strip()
         self.mac = mac_bytes(mac)
         self.requests = [arp_request(self.mac, source, vip) for vip in vips]
-        self.arp = _socket(interface, ETH_P_ARP)
+        self.arp = _socket(interface, ETH_P_ARP, only_to=self.mac)
         self.ip = _socket(interface, ETH_P_IP)
         self.sends: list[float] = []
         self.replies: list[tuple[float, str, str]] = []
         self.adverts: list[Advert] = []
-        self.garps: dict[str, dict[str, int]] = {}
+        self.drops = {"arp": 0, "ip": 0}
         self.stopping = False
         self._watched = set(vips)
 
@@ -333,10 +376,6 @@ class Observer:
     def _on_arp(self, frame: bytes, when: float) -> None:
         arp = parse_arp(frame)
         if arp is None or arp.sender_ip not in self._watched:
-            return
-        if arp.sender_ip == arp.target_ip:  # gratuitous: a claim, not an answer to us
-            per_mac = self.garps.setdefault(arp.sender_ip, {})
-            per_mac[arp.sender_mac] = per_mac.get(arp.sender_mac, 0) + 1
             return
         if arp.op == ARP_REPLY and arp.target_ip == self.source:
             self.replies.append((when, arp.sender_ip, arp.sender_mac))
@@ -369,6 +408,7 @@ class Observer:
                 self._drain(s)
         self._drain(self.arp)
         self._drain(self.ip)
+        self.drops = {"arp": _drops(self.arp), "ip": _drops(self.ip)}
         return start
 
 
@@ -397,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         vips,
         args.interval,
         start,
-        observer.garps,
+        observer.drops,
     )
     result["observer"] = {"interface": args.interface, "mac": mac_text(observer.mac)}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -116,3 +116,32 @@ def test_the_whole_summary_adds_up() -> None:
         "by_vrid": h.summarise_adverts(adverts, 0.0),
     }
     assert got["max_send_gap"] == 0.02
+
+
+def run_bpf(program: bytes, frame: bytes) -> int:
+    """The four classic BPF instructions the ARP socket's filter uses, interpreted."""
+    insns = [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
+    pc, acc = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        if code == 0x20:
+            acc = struct.unpack("!I", frame[k : k + 4])[0]
+        elif code == 0x28:
+            acc = struct.unpack("!H", frame[k : k + 2])[0]
+        elif code == 0x15:
+            pc += jt if acc == k else jf
+        elif code == 0x06:
+            return int(k)
+        else:
+            raise AssertionError(f"unexpected BPF instruction {code:#x}")
+        pc += 1
+
+
+def test_the_arp_socket_keeps_frames_to_us_and_drops_the_gratuitous_flood() -> None:
+    program = h.to_mac_filter(h.mac_bytes(ME))
+    to_us = arp_reply(MAC1, "198.19.0.7", ME, "198.18.20.9")
+    garp = h.arp_request(h.mac_bytes(MAC1), "198.19.0.7", "198.19.0.7")  # broadcast
+    near = arp_reply(MAC1, "198.19.0.7", "02:00:00:00:01:09", "198.18.20.9")  # last 4 differ
+    far = arp_reply(MAC1, "198.19.0.7", "12:00:00:00:00:09", "198.18.20.9")  # first 2 differ
+    assert run_bpf(program, to_us) > len(to_us)
+    assert [run_bpf(program, f) for f in (garp, near, far)] == [0, 0, 0]
