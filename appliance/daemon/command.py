@@ -37,7 +37,7 @@ async def serve(config: Config, config_path: str) -> int:
     from appliance.daemon.notify import Notifier
     from appliance.daemon.parts import make_dns, make_parts, make_source
     from appliance.daemon.resign import Resignations
-    from appliance.daemon.statestore import AllocationStore
+    from appliance.daemon.statestore import AllocationStore, SnapshotStore
     from appliance.kube.api import KubeConfigError
     from appliance.web.app import StateHolder, WebServer, create_app
     from appliance.web.metrics import make_registry
@@ -56,6 +56,7 @@ async def serve(config: Config, config_path: str) -> int:
         notifier=Notifier(),
         store=AllocationStore.in_dir(config.state_dir),
         resignations=Resignations.in_dir(config.state_dir, [i.name for i in config.ha.instances]),
+        snapshots=SnapshotStore.in_dir(config.state_dir),
     )
     holder = StateHolder()
     registry, histogram = make_registry(holder.get)
