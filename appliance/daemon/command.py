@@ -145,6 +145,13 @@ def overview(s: dict[str, Any]) -> str:
     sync = s.get("sync")
     ready = "ready" if s.get("ready") else "NOT READY"
     out.append(f"host {s.get('host', '?')} ({ready})")
+    saved = (s.get("source") or {}).get("saved_plan")
+    if saved:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved["saved_at"]))
+        out.append(
+            f"serving the last known plan saved at {when} ({_ago(saved['saved_at'], now)}, "
+            f"{saved['services']} services); the cluster source has not answered since start"
+        )
     if sync:
         out.append(
             f"last sync {_ago(sync['time'], now)} in {sync['duration_seconds'] * 1000:.1f} ms: "

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.daemon import snapshot
+from appliance.daemon.command import overview
 from appliance.daemon.statestore import SnapshotStore
 from appliance.model import ClusterState
 from appliance.plan.snapshotfile import SavedState, decode_state, encode_state
 from tests.unit.test_daemon import Rig, _with_daemon, cluster, local_nodes
 from tests.unit.test_snapshotfile import FULL
+from tests.unit.test_web import client
 
 SAVED_AT = 1767225600.0  # 2026-01-01 00:00 UTC
 
@@ -189,6 +193,34 @@ def test_the_saved_plan_is_served_before_the_source_answers_then_the_live_one(
         "not answered since start"
     ) in messages
     assert "the cluster source answered: its plan replaces the saved one" in messages
+
+    # The page, `appliance status` and /metrics say so while it lasts, and only then.
+    prefix = f"serving the last known plan saved at {when} ("
+    suffix = "ago, 2 services); the cluster source has not answered since start"
+    page = client(saving).get("/").get_data(as_text=True)
+    (span,) = re.findall(r'<span class="warn" id="saved-plan">([^<]*)</span>', page)
+    assert span.startswith(prefix) and span.endswith(suffix), span
+    (line,) = [x for x in overview(saving).splitlines() if x.startswith(prefix)]
+    assert line.endswith(suffix), line
+    assert not [x for x in overview(live).splitlines() if x.startswith(prefix)]
+    assert 'id="saved-plan"' not in client(live).get("/").get_data(as_text=True)
+
+    def metrics(snap: dict[str, Any]) -> dict[str, float]:
+        text = client(snap).get("/metrics").get_data(as_text=True)
+        return {
+            s.name + str(sorted(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+
+    m = metrics(saving)
+    assert m["appliance_plan_from_saved_state[]"] == 1
+    assert m["appliance_plan_saved_timestamp_seconds[]"] == SAVED_AT
+    m = metrics(written)
+    assert m["appliance_plan_from_saved_state[]"] == 0
+    assert m["appliance_plan_saved_timestamp_seconds[]"] == 0
+    assert m["appliance_state_snapshot_writes_total[('result', 'ok')]"] == 1
+    assert m["appliance_state_snapshot_write_seconds[]"] > 0
 
 
 class SlowStore(SnapshotStore):
