@@ -45,6 +45,9 @@ RESTART_SECTIONS = ("dataplane", "ha", "dns", "web", "state_dir")
 STOP_BUDGET = 0.9  # seconds from SIGTERM to exit; systemd and the peer expect it fast
 CONNECTIONS_EVERY = 5.0  # seconds between reads of the active connections (the page's refresh)
 EVENTS_KEPT = 200
+# seconds the source has from start before a saved snapshot is served: a files source (or
+# an API that answers) is there by then, and its plan is never preceded by a stale one
+SAVED_GRACE = 0.5
 SAVE_BUDGET = 3.0  # seconds to write a pending snapshot at stop, after the VIPs are released
 
 
@@ -119,6 +122,7 @@ class Daemon:
         # the saved one is served (`saved`): a reboot during an API outage keeps the plan.
         self.snapshots = snapshots
         self.saved: SavedState | None = None
+        self.saved_grace = SAVED_GRACE
         self.desired: DesiredState | None = None
         self.report: ApplyReport | None = None
         self.last_sync: SyncRecord | None = None
@@ -335,11 +339,16 @@ class Daemon:
                 await asyncio.sleep(1.0)
 
     async def _serve_saved(self, snapshots: SnapshotStore) -> None:
-        """The saved snapshot, if the source has not delivered one by the time it is read
-        (in a thread: 50,000 Services take seconds). It is served as not live: the speaker
-        keeps its planless priority, no status is written back."""
+        """The saved snapshot, if the source has delivered none within SAVED_GRACE of the
+        start nor by the time the file is read (in a thread: 50,000 Services take seconds).
+        It is served as not live: the speaker keeps its planless priority, no status is
+        written back."""
+        until = asyncio.get_running_loop().time() + self.saved_grace
         saved = await asyncio.to_thread(snapshots.load)
-        if saved is None or self.state is not None:
+        if saved is None:
+            return
+        await asyncio.sleep(until - asyncio.get_running_loop().time())  # <= 0: at once
+        if self.state is not None:
             return
         self.state, self.saved = saved.state, saved
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved.saved_at))

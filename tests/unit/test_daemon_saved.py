@@ -250,6 +250,24 @@ def test_a_source_that_answers_first_wins_and_the_saved_plan_is_never_served(
     assert on_disk(path) == cluster()
 
 
+def test_a_source_that_answers_within_the_grace_is_never_preceded_by_the_saved_plan(
+    tmp_path: Path,
+) -> None:
+    rig = saved_rig(tmp_path, cluster(replicas_on=("node-3",)))  # read at once: a small file
+
+    async def body() -> None:
+        await asyncio.sleep(0.2)  # a files source's first sweep, or an API that answers
+        assert rig.dataplane.applied == []
+        rig.source.push(cluster())
+        await rig.until(lambda: len(rig.dataplane.applied) == 1, "the live plan")
+        await asyncio.sleep(rig.daemon.saved_grace)
+
+    asyncio.run(_with_daemon(rig, body))
+    assert [local_nodes(a) for a in rig.dataplane.applied] == [{"node-1", "node-2"}]
+    assert rig.speaker.planned == [True]
+    assert not [e for e in rig.daemon.events if "saved" in e.message]
+
+
 def test_a_corrupt_saved_file_is_one_line_and_the_daemon_waits_for_the_source(
     tmp_path: Path,
 ) -> None:
