@@ -37,7 +37,7 @@ async def serve(config: Config, config_path: str) -> int:
     from appliance.daemon.notify import Notifier
     from appliance.daemon.parts import make_dns, make_parts, make_source
     from appliance.daemon.resign import Resignations
-    from appliance.daemon.statestore import AllocationStore
+    from appliance.daemon.statestore import AllocationStore, SnapshotStore
     from appliance.kube.api import KubeConfigError
     from appliance.web.app import StateHolder, WebServer, create_app
     from appliance.web.metrics import make_registry
@@ -56,6 +56,7 @@ async def serve(config: Config, config_path: str) -> int:
         notifier=Notifier(),
         store=AllocationStore.in_dir(config.state_dir),
         resignations=Resignations.in_dir(config.state_dir, [i.name for i in config.ha.instances]),
+        snapshots=SnapshotStore.in_dir(config.state_dir),
     )
     holder = StateHolder()
     registry, histogram = make_registry(holder.get)
@@ -144,6 +145,13 @@ def overview(s: dict[str, Any]) -> str:
     sync = s.get("sync")
     ready = "ready" if s.get("ready") else "NOT READY"
     out.append(f"host {s.get('host', '?')} ({ready})")
+    saved = (s.get("source") or {}).get("saved_plan")
+    if saved:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved["saved_at"]))
+        out.append(
+            f"serving the last known plan saved at {when} ({_ago(saved['saved_at'], now)}, "
+            f"{saved['services']} services); the cluster source has not answered since start"
+        )
     if sync:
         out.append(
             f"last sync {_ago(sync['time'], now)} in {sync['duration_seconds'] * 1000:.1f} ms: "

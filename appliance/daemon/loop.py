@@ -27,13 +27,14 @@ from appliance.config_types import Config, DnsConfig
 from appliance.daemon.notify import Notifier
 from appliance.daemon.parts import DnsPart, Parts, SourcePart, close_dataplane
 from appliance.daemon.resign import Resignations
-from appliance.daemon.statestore import AllocationStore
+from appliance.daemon.statestore import AllocationStore, SnapshotStore
 from appliance.dataplane.base import ApplyReport
 from appliance.ha.speaker import InstanceStatus
 from appliance.health.state import Verdict
 from appliance.health.targets import Target, derive_targets
 from appliance.model import ClusterState, DesiredState, Problem
 from appliance.plan import Planner
+from appliance.plan.snapshotfile import SavedState
 
 log = structlog.get_logger("appliance.daemon")
 
@@ -44,6 +45,10 @@ RESTART_SECTIONS = ("dataplane", "ha", "dns", "web", "state_dir")
 STOP_BUDGET = 0.9  # seconds from SIGTERM to exit; systemd and the peer expect it fast
 CONNECTIONS_EVERY = 5.0  # seconds between reads of the active connections (the page's refresh)
 EVENTS_KEPT = 200
+# seconds the source has from start before a saved snapshot is served: a files source (or
+# an API that answers) is there by then, and its plan is never preceded by a stale one
+SAVED_GRACE = 0.5
+SAVE_BUDGET = 3.0  # seconds to write a pending snapshot at stop, after the VIPs are released
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,7 @@ class Daemon:
         connections_every: float = CONNECTIONS_EVERY,
         store: AllocationStore | None = None,
         resignations: Resignations | None = None,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.config = config
         self.parts = parts
@@ -112,6 +118,11 @@ class Daemon:
         )
         self.resignations.load()
         self.state: ClusterState | None = None
+        # The last live snapshot is saved (`snapshots`); at start, until the source's first,
+        # the saved one is served (`saved`): a reboot during an API outage keeps the plan.
+        self.snapshots = snapshots
+        self.saved: SavedState | None = None
+        self.saved_grace = SAVED_GRACE
         self.desired: DesiredState | None = None
         self.report: ApplyReport | None = None
         self.last_sync: SyncRecord | None = None
@@ -294,6 +305,9 @@ class Daemon:
             await p.speaker.start()
         if p.health is not None:
             self._spawn("health", p.health.run())
+        if self.snapshots is not None:
+            self._spawn("saved", self._serve_saved(self.snapshots))
+            self._spawn("snapshots", self.snapshots.run())
         await self.source.open()
         self._spawn("source", self._follow(self.source))
         if getattr(p.dataplane, "connections", None) is not None:
@@ -309,7 +323,11 @@ class Daemon:
         while True:
             try:
                 async for state in source.states():
-                    self.state = state
+                    if self.saved is not None:
+                        self.event(
+                            "info", "the cluster source answered: its plan replaces the saved one"
+                        )
+                    self.state, self.saved = state, None
                     self.mark_dirty()
                 return
             except asyncio.CancelledError:
@@ -319,6 +337,32 @@ class Daemon:
                 log.error("cluster source failed; restarting it", error=str(e))
                 self.event("error", f"cluster source failed: {e}")
                 await asyncio.sleep(1.0)
+
+    async def _serve_saved(self, snapshots: SnapshotStore) -> None:
+        """The saved snapshot, if the source has delivered none within SAVED_GRACE of the
+        start nor by the time the file is read (in a thread: 50,000 Services take seconds).
+        It is served as not live: the speaker keeps its planless priority, no status is
+        written back."""
+        until = asyncio.get_running_loop().time() + self.saved_grace
+        saved = await asyncio.to_thread(snapshots.load)
+        if saved is None:
+            return
+        await asyncio.sleep(until - asyncio.get_running_loop().time())  # <= 0: at once
+        if self.state is not None:
+            return
+        self.state, self.saved = saved.state, saved
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved.saved_at))
+        log.warning(
+            "serving the saved cluster state until the source answers",
+            saved_at=saved.saved_at,
+            services=saved.services,
+        )
+        self.event(
+            "warning",
+            f"serving the last known plan saved at {when} ({saved.services} services); "
+            "the cluster source has not answered since start",
+        )
+        self.mark_dirty()
 
     async def _read_connections(self) -> None:
         """Now and then, never on the sync path: a slow conntrack dump delays only itself.
@@ -362,7 +406,7 @@ class Daemon:
 
     async def sync(self) -> SyncRecord | None:
         """One pass: plan, then every adapter. Returns None before the first snapshot."""
-        state = self.state
+        state, saved = self.state, self.saved
         if state is None:
             return None
         started, t0 = time.time(), time.perf_counter()
@@ -374,6 +418,8 @@ class Daemon:
         desired = self.planner.plan(state, health)
         if self.store is not None:  # before any VIP goes on the wire; a no-op if unchanged
             self.store.save(desired.allocations)
+        if self.snapshots is not None and saved is None:  # written later, off the loop
+            self.snapshots.offer(state, started)
         changed = False
         if p.dataplane is not None:
             try:
@@ -387,7 +433,8 @@ class Daemon:
                 self._dataplane_error = str(e)
         if p.speaker is not None:
             try:
-                p.speaker.set_vips(desired.vips)
+                # A saved plan is not live: the speaker stays at its planless priority.
+                p.speaker.set_vips(desired.vips, planned=saved is None)
             except Exception as e:
                 errors.append(f"vrrp: {e}")
         if p.dns is not None:
@@ -402,7 +449,8 @@ class Daemon:
                 p.health.update(targets.targets)
             except Exception as e:  # the checks keep their old targets; the rest goes on
                 errors.append(f"health: {e}")
-        self._publish(state, desired)
+        if saved is None:  # a saved snapshot is stale: never written back as status
+            self._publish(state, desired)
         self._events_for(desired, changed)
         self.desired = desired
         record = SyncRecord(
@@ -542,6 +590,9 @@ class Daemon:
         if p.dns is not None:
             await self._bounded("dns", p.dns.stop(), deadline - 0.1)
         await self._bounded("source", self.source.close(), deadline)
+        if self.snapshots is not None and self.snapshots.pending:
+            until = max(deadline, time.monotonic() + SAVE_BUDGET)
+            await self._bounded("saved state", self.snapshots.flush(), until)
         close_dataplane(p.dataplane)
         log.info("stopped")
 

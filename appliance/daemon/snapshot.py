@@ -84,6 +84,27 @@ def _health_of(
     return "unchecked", ""
 
 
+def _saved(daemon: Daemon) -> dict[str, Any]:
+    """What the source section says about the saved snapshot: the one being served (until
+    the source's first), and the writer of the live ones."""
+    serving, store = daemon.saved, daemon.snapshots
+    return {
+        "saved_plan": None
+        if serving is None
+        else {"saved_at": serving.saved_at, "services": serving.services},
+        "saved_state": None
+        if store is None
+        else {
+            "file": store.path,
+            "writes": dict(store.writes),
+            "pending": store.pending,
+            "last_write_time": store.last_write_at,
+            "last_write_seconds": store.last_write_seconds,
+            "last_write_bytes": store.last_write_bytes,
+        },
+    }
+
+
 Connections = Mapping[tuple[str, int, str], Mapping[str, int]]
 
 
@@ -213,7 +234,7 @@ def build(daemon: Daemon, cache: Snapshots | None = None) -> dict[str, Any]:
         "ready": daemon.ready,
         "config": daemon.config.source,
         "restart_needed": list(daemon.restart_needed),
-        "source": dict(daemon.source.status()),
+        "source": {**daemon.source.status(), **_saved(daemon)},
         "sync": None
         if sync is None
         else {

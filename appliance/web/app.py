@@ -64,6 +64,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.jinja_env.filters["ago"] = _ago
     app.jinja_env.filters["clock"] = _clock
+    app.jinja_env.filters["datetime"] = _datetime
 
     @app.before_request
     def _auth() -> Response | None:
@@ -142,6 +143,12 @@ def _clock(then: float | None) -> str:
     if not then:
         return "-"
     return time.strftime("%H:%M:%S", time.localtime(then))
+
+
+def _datetime(then: float | None) -> str:
+    if not then:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(then))
 
 
 class WebServer:

@@ -161,6 +161,31 @@ class SnapshotCollector(Collector):
         yield targets
 
         source = s.get("source", {})
+        saved = source.get("saved_plan")
+        yield _gauge(
+            "appliance_plan_from_saved_state",
+            "1 while the plan comes from the saved snapshot (the source has not answered)",
+            1 if saved else 0,
+        )
+        yield _gauge(
+            "appliance_plan_saved_timestamp_seconds",
+            "when the snapshot being served was saved; 0 when the plan is live",
+            saved["saved_at"] if saved else 0,
+        )
+        writer = source.get("saved_state") or {}
+        writes = CounterMetricFamily(
+            "appliance_state_snapshot_writes",
+            "writes of the last cluster snapshot (last-state.json) by result",
+            labels=["result"],
+        )
+        for result in ("ok", "skipped", "failed"):
+            writes.add_metric([result], writer.get("writes", {}).get(result, 0))
+        yield writes
+        yield _gauge(
+            "appliance_state_snapshot_write_seconds",
+            "how long the last snapshot write took (encode, write, fsync)",
+            writer.get("last_write_seconds") or 0,
+        )
         relists = sum(r.get("relists", 0) for r in source.get("resources", []))
         yield CounterMetricFamily(
             "appliance_cluster_watch_restarts",

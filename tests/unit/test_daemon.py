@@ -132,6 +132,7 @@ class MemorySpeaker:
         self.hang = hang
         self.failing: dict[str, str] = {}
         self.held_back: dict[str, str] = {}
+        self.planned: list[bool] = []
 
     async def start(self) -> None:
         self.journal.append("speaker.start")
@@ -149,6 +150,7 @@ class MemorySpeaker:
 
     def set_vips(self, vips: Iterable[Vip], *, planned: bool = True) -> None:
         self.journal.append("speaker.set_vips")
+        self.planned.append(planned)  # False: a saved plan, the speaker stays planless
         self.vips = tuple(vips)
         self.held = {v.address for v in self.vips}
 

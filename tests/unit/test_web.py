@@ -144,6 +144,7 @@ def test_metrics_parse_and_follow_the_naming_convention(snap: dict[str, Any]) ->
         "appliance_sync_runs", "appliance_vrrp_transitions", "appliance_vrrp_garp_frames",
         "appliance_dns_queries", "appliance_health_checks", "appliance_cluster_watch_restarts",
         "appliance_config_reloads", "appliance_vrrp_adverts_dropped",
+        "appliance_state_snapshot_writes",
     }  # fmt: skip
     assert {n for n, f in families.items() if f.type == "counter"} == expected_counters
 

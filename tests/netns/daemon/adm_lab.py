@@ -156,6 +156,7 @@ class Site:
             extra = ["--no-healthz"] if i else []
             self._helper(NODE, str(HERE / "adm_node.py"), name, address, "30080,30081", *extra)
         self.manifests.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "state").mkdir(exist_ok=True)  # the unit's StateDirectory= makes it
         (self.manifests / "nodes.yaml").write_text(NODES_YAML)
         (self.manifests / "web.yaml").write_text(service_yaml("web", 80, 30080))
         self.config.write_text(CONFIG)
@@ -202,8 +203,7 @@ class Site:
         for ns in (LB, NODE, PEER):
             sh("ip", "netns", "del", ns, check=False)
 
-    def down(self) -> None:
-        self.stop_daemon(signal.SIGKILL)
+    def stop_keepalived(self) -> None:
         if self.keepalived is not None:
             self.keepalived.terminate()
             try:
@@ -212,6 +212,20 @@ class Site:
                 self.keepalived.kill()
                 self.keepalived.wait()
             self.keepalived = None
+
+    def wipe_lb_kernel(self) -> None:
+        """What a reboot of the LB host leaves: its own address, no VIP, no ruleset."""
+        out = in_ns(LB, "ip", "-o", "addr", "show", "dev", "lb0").stdout
+        for line in out.splitlines():
+            family, cidr = line.split()[2:4]
+            ours = family == "inet" and cidr.split("/")[0] == LB_ADDRESS
+            if family in ("inet", "inet6") and not ours and not cidr.startswith("fe80:"):
+                in_ns(LB, "ip", "addr", "del", cidr, "dev", "lb0")
+        in_ns(LB, "nft", "flush", "ruleset")  # this namespace's own ruleset, nothing else
+
+    def down(self) -> None:
+        self.stop_daemon(signal.SIGKILL)
+        self.stop_keepalived()
         for p in self.helpers:
             p.kill()
             p.wait()
