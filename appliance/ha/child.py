@@ -54,10 +54,11 @@ class Child:
         exceptions: dict[str, tuple[bool, list[str]]] = {}
         for i in status.instances:
             group, held = speaker.group(i.name), speaker.held(i.name)
+            # Set arithmetic in C: 50,000 VIPs twice a second must cost no advert.
             if i.state == "master":
-                exceptions[i.name] = (True, [v for v in group if v not in held])
+                exceptions[i.name] = (True, sorted(group.members - held))
             else:
-                exceptions[i.name] = (False, [v for v in held if v in group])
+                exceptions[i.name] = (False, sorted(held & group.members))
         self.send(channel.status_message(status, exceptions, transition))
 
     async def run(self) -> int:

@@ -24,6 +24,7 @@ class VipGroup:
     def __init__(self, addresses: Iterable[str] = ()) -> None:
         self._by_key: dict[int, str] = {}
         self._keys: list[int] = []
+        self.members: set[str] = set()  # the same addresses, for set arithmetic
         self._head: tuple[str, ...] | None = ()
         self.update(addresses, ())
 
@@ -32,9 +33,11 @@ class VipGroup:
         gone: list[str] = []
         for address in removed:
             key = int(ipaddress.ip_address(address))
-            if self._by_key.pop(key, None) is not None:
+            old = self._by_key.pop(key, None)
+            if old is not None:
                 del self._keys[bisect.bisect_left(self._keys, key)]
-                gone.append(canonical(address))
+                self.members.discard(old)
+                gone.append(old)
         new: list[str] = []
         for address in added:
             ip = ipaddress.ip_address(address)
@@ -42,6 +45,7 @@ class VipGroup:
             if key not in self._by_key:
                 self._by_key[key] = str(ip)
                 bisect.insort(self._keys, key)
+                self.members.add(str(ip))
                 new.append(str(ip))
         if new or gone:
             self._head = None
@@ -50,8 +54,7 @@ class VipGroup:
     def replace(self, addresses: Iterable[str]) -> tuple[list[str], list[str]]:
         """Become exactly `addresses`; returns (added, removed) like update()."""
         wanted = {canonical(a) for a in addresses}
-        members = set(self._by_key.values())
-        return self.update(wanted - members, members - wanted)
+        return self.update(wanted - self.members, self.members - wanted)
 
     def head(self) -> tuple[str, ...]:
         """The addresses an advert lists: the lowest ADVERT_ADDRESSES."""

@@ -32,7 +32,7 @@ from appliance.config_types import HaConfig, Pool, VrrpInstance
 from appliance.ha import vrrp
 from appliance.ha.announce import Announcer, release_strays
 from appliance.ha.group import VipGroup
-from appliance.ha.link import LinkInfo, down_reason, is_up, lookup
+from appliance.ha.link import LinkInfo, down_reason, lookup
 from appliance.ha.track import effective
 from appliance.ha.virtual_router import (
     LINK_DOWN,
@@ -266,7 +266,7 @@ class Speaker:
         self._link = link
         self._link_up = link.up
         for t in self.ha.track.interfaces:
-            why = await down_reason(self._ipr, t.name)
+            why = down_reason(t.name)
             if why is not None:
                 self._interfaces_failing[f"interface {t.name}"] = why
         # Nothing is held yet: a VIP on the interface is a killed run's (or someone's) leftover.
@@ -518,6 +518,8 @@ class Speaker:
             elif isinstance(action, Transition):
                 self._transition(inst, action)
             elif isinstance(action, Announce):
+                if inst.announcer.sending:
+                    continue  # adverts in a row from the other side: the burst under way will do
                 log.info(
                     "%s: %s (VRID %d): announcing the VIPs again (%s)",
                     self.interface,
@@ -652,17 +654,10 @@ class Speaker:
         assert self._ipr is not None and self._link is not None and self._loop is not None
         while True:
             await asyncio.sleep(LINK_POLL)
-            try:
-                now_up = await is_up(self._ipr, self._link.index)
-            except Exception as e:  # the interface vanished: treat as down
-                log.warning("%s: link state: %s", self.interface, e)
-                now_up = False
+            now_up = down_reason(self.interface) is None  # vanished counts as down
             tracked: dict[str, str] = {}
             for t in self.ha.track.interfaces:
-                try:
-                    why = await down_reason(self._ipr, t.name)
-                except Exception as e:
-                    why = str(e)
+                why = down_reason(t.name)
                 if why is not None:
                     tracked[f"interface {t.name}"] = why
             if now_up == self._link_up and tracked == self._interfaces_failing:

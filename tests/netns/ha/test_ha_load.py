@@ -363,6 +363,14 @@ VARIANTS = [
 ]
 
 
+# The reproduction of issue #15's first finding, kept failing until it is fixed: with the
+# speaker in its own process, batched address changes and paced GARPs, both hosts still
+# go seconds without an advert at 10,000 VIPs (the observer's max_gap ~10 s). Not strict:
+# the day it passes, pytest says XPASS and the mark goes.
+@pytest.mark.xfail(
+    reason="issue #15 open: adverts stall for seconds at 10,000+ VIPs (split brain)",
+    strict=False,
+)
 @pytest.mark.parametrize(("n", "advert", "tag"), VARIANTS)
 def test_vrrp_holds_under_load(n: int, advert: float, tag: str, tmp_path: Path) -> None:
     t_begin = time.monotonic()
