@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from appliance.config_types import HaConfig, Pool, VrrpInstance
@@ -156,24 +157,11 @@ class SpeakerProcess:
             holding = self._holding.get(config.name)
             if holding is None:
                 holding = self._holding[config.name] = got.holding(group)
-            s = got.status
             instances.append(
-                InstanceStatus(
-                    name=s.name,
-                    vrid=s.vrid,
-                    family=s.family,
-                    state=s.state,
-                    since=s.since,
-                    reason=s.reason,
-                    master=s.master,
-                    priority=s.priority,
-                    advert_interval=s.advert_interval,
-                    adverts_in=s.adverts_in,
-                    adverts_out=s.adverts_out,
-                    dropped=s.dropped,
+                replace(
+                    got.status,
                     vips=group,
                     holding=holding,
-                    peers=s.peers,
                     restarts=self.restarts,
                     configured_priority=config.priority,
                 )

@@ -222,12 +222,7 @@ class Speaker:
         self.ha = ha
         self.interface = ha.interface
         self.pools = tuple(pools)
-        self.announcer = announcer or Announcer(
-            ha.interface,
-            garp_count=ha.garp_count,
-            garp_interval=ha.garp_interval,
-            garp_refresh=ha.garp_refresh,
-        )
+        self.announcer = announcer or self._announcer(ha.interface)
         self.on_change = on_change
         self.dropped: Counter[str] = Counter()
         self._instances: list[_Instance] = []
@@ -280,8 +275,7 @@ class Speaker:
         now = self._loop.time()
         for config in self.ha.instances:
             family = 4 if config.family == "IPv4" else 6
-            base = PLANLESS_PRIORITY if self._waiting_for_plan else config.priority
-            priority, fault = effective(base, self._weights, self.failing)
+            priority, fault = self._wanted(config)
             settings = RouterSettings(
                 vrid=config.vrid,
                 priority=priority,
@@ -296,7 +290,7 @@ class Speaker:
                     f" address on {self.interface}"
                 )
             inst = _Instance(config, VirtualRouter(settings), self.announcer)
-            inst.router.fault = fault if link.up else LINK_DOWN
+            inst.router.fault = fault
             self._instances.append(inst)
             if config.use_vmac:
                 await self._make_vmac(inst)
@@ -370,18 +364,29 @@ class Speaker:
         every = {**self._failing, **self._interfaces_failing}
         return {c: every[c] for c in sorted(every) if c in self._weights}
 
+    def _announcer(self, interface: str) -> Announcer:
+        return Announcer(
+            interface,
+            garp_count=self.ha.garp_count,
+            garp_interval=self.ha.garp_interval,
+            garp_refresh=self.ha.garp_refresh,
+        )
+
+    def _wanted(self, config: VrrpInstance) -> tuple[int, str | None]:
+        """(priority, why Fault or None) from the plan, tracking, the operator's hold
+        and our own link: at start and after each change of any of them."""
+        base = PLANLESS_PRIORITY if self._waiting_for_plan else config.priority
+        priority, fault = effective(base, self._weights, self.failing)
+        fault = self._held.get(config.name, fault)
+        return priority, fault if self._link_up else LINK_DOWN
+
     def _retrack(self, cleared: str = "") -> None:
         """Priority and Fault from the plan, the tracked causes and our own link."""
         if self._loop is None:
             return
         now = self._loop.time()
-        failing = self.failing
         for inst in self._instances:
-            base = PLANLESS_PRIORITY if self._waiting_for_plan else inst.config.priority
-            priority, fault = effective(base, self._weights, failing)
-            fault = self._held.get(inst.config.name, fault)
-            if not self._link_up:
-                fault = LINK_DOWN
+            priority, fault = self._wanted(inst.config)
             self._apply(inst, inst.router.set_priority(priority, now))
             self._apply(inst, inst.router.set_fault(fault, now, cleared=cleared))
 
@@ -413,12 +418,7 @@ class Speaker:
         vmac = Vmac(self.interface, inst.config.vrid)
         await vmac.create()
         inst.vmac = vmac
-        inst.announcer = Announcer(
-            vmac.name,
-            garp_count=self.ha.garp_count,
-            garp_interval=self.ha.garp_interval,
-            garp_refresh=self.ha.garp_refresh,
-        )
+        inst.announcer = self._announcer(vmac.name)
         await inst.announcer.start()
         log.info("%s: %s (VRID %d): virtual MAC %s on %s", self.interface, inst.config.name,
                  inst.config.vrid, vmac.mac, vmac.name)  # fmt: skip

@@ -46,7 +46,7 @@ from appliance.model import (
     ServiceType,
     TrafficPolicy,
 )
-from appliance.plan.statefile import StateFileError
+from appliance.plan.statefile import StateFileError, json_object
 
 VERSION = 1
 
@@ -403,16 +403,7 @@ def decode_state(data: bytes) -> SavedState:
 
 
 def _decode(data: bytes) -> SavedState:
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise StateFileError(f"not UTF-8 (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise StateFileError(f"not JSON: line {e.lineno} column {e.colno}: {e.msg}") from None
-    except RecursionError:
-        raise StateFileError("not JSON: nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise StateFileError(f"must be a JSON object, got {type(doc).__name__}")
+    doc: dict[str, Any] = json_object(data)
     version = doc.get("version")
     if type(version) is not int or version != VERSION:
         raise StateFileError(f"version {version!r} is not supported (this daemon reads {VERSION})")

@@ -74,8 +74,8 @@ def _allocation(key: object, value: object) -> Allocation:
     return Allocation(key, addresses, pools, shared or None)
 
 
-def decode_allocations(data: bytes) -> dict[str, Allocation]:
-    """The allocations in a state file, or StateFileError with a one-line reason."""
+def json_object(data: bytes) -> dict[str, object]:
+    """A state file's top level: a JSON object, or StateFileError saying what it is not."""
     try:
         doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -86,6 +86,12 @@ def decode_allocations(data: bytes) -> dict[str, Allocation]:
         raise StateFileError("not JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise StateFileError(f"must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def decode_allocations(data: bytes) -> dict[str, Allocation]:
+    """The allocations in a state file, or StateFileError with a one-line reason."""
+    doc = json_object(data)
     version = doc.get("version")
     if version != VERSION:
         raise StateFileError(f"version {version!r} is not supported (this daemon reads 1)")
