@@ -66,7 +66,12 @@ class Lan:
     bridge_ns: str = ""
     hosts: list[Host] = field(default_factory=list)
 
-    def add_host(self, name: str, index: int) -> Host:
+    def add_host(self, name: str, index: int, *, arp_accept: bool = True) -> Host:
+        """A host on the bridge. `arp_accept` lets a gratuitous ARP create a neighbour
+        entry (a client learning a VIP it never asked for). Hosts that hear GARPs for
+        thousands of VIPs must go without: the kernel's neighbour table and its gc_thresh3
+        (1024) are shared by every namespace, and once full the kernel drops even
+        multicast sends that need an entry, VRRP adverts among them."""
         ns = f"{PREFIX}{self.tag}-{name}"
         peer = f"{self.tag}{name}"[:15]
         sh("ip", "netns", "add", ns)
@@ -87,7 +92,7 @@ class Lan:
         sh("ip", "-n", self.bridge_ns, "link", "set", peer, "master", "br0", "up")
         host = Host(ns, "eth0", f"{NET4}{index}", f"{NET6}{index:x}")
         host.run("sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
-        host.run("sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1")
+        host.run("sysctl", "-qw", f"net.ipv4.conf.eth0.arp_accept={int(arp_accept)}")
         host.run("ip", "link", "set", "lo", "up")
         host.run("ip", "link", "set", "eth0", "up")
         host.run("ip", "addr", "add", f"{host.address4}/24", "dev", "eth0")

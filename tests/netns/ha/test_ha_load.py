@@ -344,7 +344,12 @@ def pair(tag: str, workdir: Path, n: int, advert: float) -> Iterator[tuple[Daemo
 
 
 def _pair(net: Lan, workdir: Path, n: int, advert: float) -> Iterator[tuple[Daemon, Daemon, Host]]:
-    h1, h2, client = net.add_host("lb1", 11), net.add_host("lb2", 12), net.add_host("cl", 9)
+    # No arp_accept: N gratuitous ARPs would otherwise fill the neighbour table that all
+    # namespaces share (see add_host). A host of its own does not share it with its peer.
+    h1, h2, client = (
+        net.add_host(name, index, arp_accept=False)
+        for name, index in (("lb1", 11), ("lb2", 12), ("cl", 9))
+    )
     daemons: list[Daemon] = []
     try:
         for host, name, priority, peer in ((h1, "lb1", 150, h2), (h2, "lb2", 100, h1)):
