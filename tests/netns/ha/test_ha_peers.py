@@ -100,3 +100,32 @@ def test_without_peers_the_stranger_demotes_the_master(ha_lan: Lan, tmp_path: Pa
         assert ours.status()["instances"][0]["dropped"].get("not_a_peer") is None
     finally:
         ours.stop()
+
+
+def test_adverts_the_kernel_refuses_are_reported_once_and_their_return(
+    ha_lan: Lan, tmp_path: Path
+) -> None:
+    """A host firewall dropping VRRP on output: every send fails (EPERM). The log says so
+    once, not at every interval; the status counts them; when the rule goes the adverts
+    are back, and the log says that too."""
+    h1 = ha_lan.add_host("h1", 1)
+    inst = {"name": "vi-1", "vrid": 51, "priority": 100, "advert_interval": "100ms"}
+    ours = Ours(h1, appliance_yaml(tmp_path, [inst]), tmp_path, "o", [VIP])
+    refused = "adverts are not going out (send to 224.0.0.18: [Errno 1]"
+    try:
+        wait_for("ours master", lambda: ours.states() == {"vi-1": "master"})
+        h1.run("nft", "add table inet aha_out")
+        h1.run("nft", "add chain inet aha_out out { type filter hook output priority 0; }")
+        h1.run("nft", "add rule inet aha_out out ip protocol 112 drop")
+        wait_for("10 refused adverts counted",
+                 lambda: ours.status()["instances"][0]["dropped"].get("send", 0) >= 10)  # fmt: skip
+        assert ours.child.output().count(refused) == 1, ours.child.output()
+        h1.run("nft", "delete table inet aha_out")
+        wait_for("the log saying they go out again",
+                 lambda: "adverts go out again, after " in ours.child.output())  # fmt: skip
+        sent = ours.status()["instances"][0]["adverts_out"]
+        wait_for("adverts counted as sent",
+                 lambda: ours.status()["instances"][0]["adverts_out"] > sent + 3)  # fmt: skip
+    finally:
+        ours.stop()
+    assert ours.child.output().count(refused) == 1
