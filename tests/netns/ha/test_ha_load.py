@@ -27,6 +27,11 @@ bounded: readiness has a deadline that grows with N, the observer runs 61 s, eve
 and every process stop has a timeout. On a 2-CPU machine the three take ~3, ~5.5 and
 ~3 minutes; a failure prints the figures as JSON (also printed with `-s` on a pass).
 
+The hosts do not take a neighbour entry from a gratuitous ARP (arp_accept 0): the
+kernel's neighbour table is shared by all namespaces (gc_thresh3 1024), and N GARPs learnt
+by three hosts filled it, after which the kernel refused VRRP's multicast sends for
+seconds at a time on both hosts at once: the split brain first seen here was that.
+
 `test_the_observer_sees_two_holders_and_none` is the observer's own check on a real LAN:
 both hosts holding a VIP gives samples with two MACs, neither holding gives samples with
 none; so a pass of the load test is not the observer being blind.
@@ -361,21 +366,22 @@ def _pair(net: Lan, workdir: Path, n: int, advert: float) -> Iterator[tuple[Daem
             d.stop()
 
 
+# 50,000 VIPs as interface addresses: the kernel adds one in time linear in those there
+# (measured: 10,000 in 2.6 s, the next 10,000 in 9.5 s, 50,000 in 4.5 min), so a takeover
+# takes minutes and both hosts answer ARP for VIPs meanwhile. The speaker itself holds
+# (no transition while watched, adverts at most 0.16 s apart): what fails is the address
+# work. Not strict: the day it passes, pytest says XPASS and the mark goes.
+FIFTY_THOUSAND = pytest.mark.xfail(
+    reason="issue #15: 50,000 interface addresses take the kernel minutes to add",
+    strict=False,
+)
 VARIANTS = [
     pytest.param(10_000, 0.1, "ld1", id="10000-services-100ms"),
-    pytest.param(50_000, 0.1, "ld2", id="50000-services-100ms"),
+    pytest.param(50_000, 0.1, "ld2", id="50000-services-100ms", marks=FIFTY_THOUSAND),
     pytest.param(10_000, 0.02, "ld3", id="10000-services-20ms"),
 ]
 
 
-# The reproduction of issue #15's first finding, kept failing until it is fixed: with the
-# speaker in its own process, batched address changes and paced GARPs, both hosts still
-# go seconds without an advert at 10,000 VIPs (the observer's max_gap ~10 s). Not strict:
-# the day it passes, pytest says XPASS and the mark goes.
-@pytest.mark.xfail(
-    reason="issue #15 open: adverts stall for seconds at 10,000+ VIPs (split brain)",
-    strict=False,
-)
 @pytest.mark.parametrize(("n", "advert", "tag"), VARIANTS)
 def test_vrrp_holds_under_load(n: int, advert: float, tag: str, tmp_path: Path) -> None:
     t_begin = time.monotonic()
