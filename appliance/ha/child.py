@@ -31,6 +31,11 @@ from appliance.ha.speaker import Speaker
 log = logging.getLogger("appliance.ha.child")
 
 STATUS_EVERY = 0.5  # seconds between unprompted status reports (counters for the page)
+# The loop wakes every LAG_TICK; a wake-up more than LAG_WARN late is logged. A quarter of
+# a second is most of a Master_Down_Interval at 100 ms adverts: the peer may be about to
+# take over, and the operator should know why (a stopped or starved process, swapping).
+LAG_TICK = 0.05
+LAG_WARN = 0.25
 PR_SET_PDEATHSIG = 1
 
 
@@ -78,10 +83,12 @@ class Child:
             return 1
         self.send({"op": "started"})
         reporter = asyncio.create_task(self._report_often())
+        lag = asyncio.create_task(_watch_lag())
         try:
             await self._follow()
         finally:
             reporter.cancel()
+            lag.cancel()
             await self.speaker.stop()
             self.report()
             self.send({"op": "stopped"})
@@ -128,6 +135,17 @@ class Child:
         while True:
             await asyncio.sleep(STATUS_EVERY)
             self.report()
+
+
+async def _watch_lag() -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time() + LAG_TICK
+        await asyncio.sleep(LAG_TICK)
+        late = loop.time() - asked
+        if late > LAG_WARN:
+            log.warning("VRRP process %d: its loop ran %d ms late (adverts and timers with it)",
+                        os.getpid(), late * 1000)  # fmt: skip
 
 
 async def _main() -> int:

@@ -332,3 +332,21 @@ def test_a_virtual_mac_keeps_the_clients_arp_entry_through_a_takeover(
     assert (macs, reach) == ({VMAC}, "refused"), (macs, reach, logs())
     link = lb1.host.run("ip", "-o", "link", "show", "vrrp.61").stdout
     assert "state DOWN" in link or "UP" not in link.split("<")[1].split(">")[0], link
+
+
+def test_a_late_vrrp_loop_is_logged(pair: tuple[Daemon, Daemon]) -> None:
+    """The VRRP process stopped (SIGSTOP) for 0.6 s: when it runs again it says how late
+    its loop was; a loop on time says nothing."""
+    lb1, lb2 = pair
+    _settled(lb1, lb2)
+    assert "its loop ran" not in lb1.child.output()
+    (speaker,) = lb1.vrrp_pids()
+    lb1.host.run("kill", "-STOP", str(speaker))
+    time.sleep(0.6)
+    lb1.host.run("kill", "-CONT", str(speaker))
+    logs = _logs(lb1, lb2)
+    wait("the late loop logged", lambda: f"VRRP process {speaker}: its loop ran" in
+         lb1.child.output(), 3, logs)  # fmt: skip
+    line = next(x for x in lb1.child.output().splitlines() if "its loop ran" in x)
+    late_ms = int(line.split("its loop ran ")[1].split(" ms")[0])
+    assert 400 <= late_ms <= 2000, line
