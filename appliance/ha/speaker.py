@@ -127,7 +127,8 @@ class _Instance:
         self.adverts_in = 0
         self.adverts_out = 0
         self.dropped: Counter[str] = Counter()
-        self.send_failing = 0  # adverts in a row the kernel refused, 0 while they go out
+        # per destination: adverts in a row the kernel refused (absent while they go out)
+        self.send_failing: Counter[str] = Counter()
         self.timer: asyncio.TimerHandle | None = None
 
     @property
@@ -552,22 +553,22 @@ class Speaker:
                 channel.sendto(message, destination)
             except OSError as e:  # link down, no route to a unicast peer, a full neighbour table
                 inst.dropped["send"] += 1
-                inst.send_failing += 1
+                inst.send_failing[destination] += 1
                 # A master whose adverts do not leave is a split brain in the making: say so
                 # once, not at every interval (the count is in /metrics).
-                if inst.send_failing == 1:
+                if inst.send_failing[destination] == 1:
                     log.warning(
                         "%s: VRID %d: adverts are not going out (send to %s: %s)",
                         self.interface, inst.config.vrid, destination, e,
                     )  # fmt: skip
                 continue
             inst.adverts_out += 1
-            if inst.send_failing:
+            failed = inst.send_failing.pop(destination, 0)
+            if failed:
                 log.warning(
-                    "%s: VRID %d: adverts go out again, after %d that could not be sent",
-                    self.interface, inst.config.vrid, inst.send_failing,
+                    "%s: VRID %d: adverts to %s go out again, after %d that could not be sent",
+                    self.interface, inst.config.vrid, destination, failed,
                 )  # fmt: skip
-                inst.send_failing = 0
 
     def _transition(self, inst: _Instance, t: Transition) -> None:
         log.info(
