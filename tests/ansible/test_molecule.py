@@ -2,8 +2,8 @@
 
 `molecule test` runs playbooks/site.yml (converge), runs it again and fails on any change
 (idempotence), then molecule/default/verify.yml: the service active under systemd as its
-own user with exactly CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE, /readyz
-answering, a config change reloading the same process, a bad inventory value refused by
+own user with exactly CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE and CAP_SYS_NICE,
+/readyz answering, a config change reloading the same process, a bad inventory value refused by
 the argument specs, the node's VIP on lo, the VRRP process beside the daemon and a
 killed daemon's VIPs gone from ha0 (ExecStopPost) before systemd restarts it. The first
 run builds the image (~2 min).

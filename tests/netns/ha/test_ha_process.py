@@ -336,11 +336,17 @@ def test_a_virtual_mac_keeps_the_clients_arp_entry_through_a_takeover(
 
 def test_a_late_vrrp_loop_is_logged(pair: tuple[Daemon, Daemon]) -> None:
     """The VRRP process stopped (SIGSTOP) for 0.6 s: when it runs again it says how late
-    its loop was; a loop on time says nothing."""
+    its loop was; a loop on time says nothing. It runs at nice -10, the daemon at 0 (as
+    keepalived's vrrp_priority), every thread of it (`ps -L`)."""
     lb1, lb2 = pair
     _settled(lb1, lb2)
     assert "its loop ran" not in lb1.child.output()
     (speaker,) = lb1.vrrp_pids()
+    nice = {
+        pid: {int(n) for n in lb1.host.run("ps", "-L", "-o", "ni=", "-p", str(pid)).stdout.split()}
+        for pid in (speaker, lb1.child.pid)
+    }
+    assert nice == {speaker: {-10}, lb1.child.pid: {0}}, nice
     lb1.host.run("kill", "-STOP", str(speaker))
     time.sleep(0.6)
     lb1.host.run("kill", "-CONT", str(speaker))
