@@ -37,9 +37,9 @@ STATUS_EVERY = 0.5  # seconds between unprompted status reports (counters for th
 LAG_TICK = 0.05
 LAG_WARN = 0.25
 PR_SET_PDEATHSIG = 1
-# keepalived's vrrp_priority: the speaker goes first when the CPUs are busy. At 50,000
-# VIPs, both daemons planning and the kernel adding addresses on 2 cores, its loop ran up
-# to 888 ms late at the daemon's priority (a peer's Master_Down_Interval is 361 ms).
+# keepalived's vrrp_priority: the speaker goes first when the CPUs are busy (the daemon
+# planning, DNS, other services). It does not make the child's own work cheaper: at
+# 50,000 VIPs its loop still runs 250-800 ms late while it takes them over (issue #15).
 NICE = -10
 
 
