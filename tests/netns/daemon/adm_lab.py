@@ -220,7 +220,9 @@ class Site:
             family, cidr = line.split()[2:4]
             ours = family == "inet" and cidr.split("/")[0] == LB_ADDRESS
             if family in ("inet", "inet6") and not ours and not cidr.startswith("fe80:"):
-                in_ns(LB, "ip", "addr", "del", cidr, "dev", "lb0")
+                # The killed daemon's VRRP process is resigning right now and removes its
+                # VIPs too: one gone between the listing and this is gone all the same.
+                in_ns(LB, "ip", "addr", "del", cidr, "dev", "lb0", check=False)
         in_ns(LB, "nft", "flush", "ruleset")  # this namespace's own ruleset, nothing else
 
     def down(self) -> None:
