@@ -120,7 +120,7 @@ class Announcer:
 
     async def hold(self, vips: Iterable[str]) -> None:
         """Add the VIPs to the interface, then announce them (a burst, in the background)."""
-        wanted = sorted(set(vips))
+        wanted = set(vips)  # burst sorts: 50,000 sorted twice was a late advert
         self.held.update(wanted)
         self._unwanted.difference_update(wanted)
         await self._converge()
