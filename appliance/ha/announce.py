@@ -270,13 +270,9 @@ class Announcer:
 
     async def _restore(self) -> None:
         while self._to_restore:
-            async with self._lock:
-                back = sorted(v for v in self._to_restore if v in self.held)
-                self._to_restore.clear()
-                back = [v for v in back if v not in self.present]
-                self.present.update(back)
-                for vip in await self._batch("add", back):
-                    self.present.discard(vip)
+            back = sorted(v for v in self._to_restore if v in self.held and v not in self.present)
+            self._to_restore.clear()
+            await self._converge()  # adds every held VIP that is missing, these among them
             if back:
                 self.restored += len(back)
                 shown = ", ".join(back[:5]) + (
