@@ -120,7 +120,7 @@ class Announcer:
 
     async def hold(self, vips: Iterable[str]) -> None:
         """Add the VIPs to the interface, then announce them (a burst, in the background)."""
-        wanted = set(vips)  # burst sorts: 50,000 sorted twice was a late advert
+        wanted = list(dict.fromkeys(vips))  # in the caller's (address) order, once each
         self.held.update(wanted)
         self._unwanted.difference_update(wanted)
         await self._converge()
@@ -129,8 +129,9 @@ class Announcer:
     def burst(self, vips: Iterable[str]) -> None:
         """Announce those of the VIPs we hold, `garp_count` times (in the background).
         One sender task paces every burst: many bursts at once must not add up to a
-        loop that runs nothing but sends."""
-        wanted = sorted(set(vips))
+        loop that runs nothing but sends. In the order given (the speaker's is the
+        address order): sorting 50,000 strings is 35 ms the adverts would wait."""
+        wanted = list(dict.fromkeys(vips))
         if wanted and self.garp_count > 0:
             self._rounds.append((wanted, self.garp_count))
             if self._sender is None or self._sender.done():

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from appliance.config_types import HaConfig, Pool, TrackConfig, TrackInterface, VrrpInstance
+from appliance.ha.group import canonical
 from appliance.ha.speaker import HaStatus, InstanceStatus
 
 CHUNK = 1000  # addresses per "vips" message
@@ -130,7 +131,7 @@ def read_vips(message: Mapping[str, Any]) -> tuple[dict[str, tuple[list[str], li
 
 
 def _addresses(values: Iterable[Any]) -> list[str]:
-    return [str(ipaddress.ip_address(v)) for v in values]
+    return [canonical(v) for v in values]
 
 
 def read_track(message: Mapping[str, Any]) -> dict[str, str]:
@@ -184,10 +185,10 @@ class Reported:
     listed: tuple[str, ...]
 
     def holding(self, group: Sequence[str]) -> tuple[str, ...]:
+        listed = set(self.listed)  # once: a set per member was 50,000 x 50,000 steps
         if self.holds_all:
-            missing = set(self.listed)
-            return tuple(v for v in group if v not in missing) if missing else tuple(group)
-        return tuple(v for v in group if v in set(self.listed)) if self.listed else ()
+            return tuple(v for v in group if v not in listed) if listed else tuple(group)
+        return tuple(v for v in group if v in listed) if listed else ()
 
 
 @dataclass(frozen=True, slots=True)

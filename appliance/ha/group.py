@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import socket
 from collections.abc import Iterable, Iterator
 
 ADVERT_ADDRESSES = 255  # the advert's Count IPvX Addr field is one octet
@@ -17,7 +18,22 @@ ADVERT_ADDRESSES = 255  # the advert's Count IPvX Addr field is one octet
 
 def canonical(address: str) -> str:
     """One spelling per address (IPv6 compressed), so set membership means equality."""
-    return str(ipaddress.ip_address(address))
+    return parse(address)[1]
+
+
+def parse(address: str) -> tuple[int, str]:
+    """(order key, canonical text). A first plan brings 50,000 VIPs into the VRRP loop,
+    and `ipaddress` costs ~2.5 us an address: IPv4 goes through inet_pton, in C, at ~1 us.
+    IPv6 keeps `ipaddress` (inet_ntop spells v4-mapped addresses its own way)."""
+    if isinstance(address, str) and ":" not in address:
+        try:
+            packed = socket.inet_pton(socket.AF_INET, address)
+        except OSError:
+            pass  # `ipaddress` says what is wrong with it
+        else:
+            return int.from_bytes(packed, "big"), socket.inet_ntop(socket.AF_INET, packed)
+    ip = ipaddress.ip_address(address)
+    return int(ip), str(ip)
 
 
 class VipGroup:
@@ -30,26 +46,27 @@ class VipGroup:
 
     def update(self, added: Iterable[str], removed: Iterable[str]) -> tuple[list[str], list[str]]:
         """Apply a delta; returns what really changed (added, removed), each in order."""
-        gone: list[str] = []
+        gone: list[tuple[int, str]] = []
         for address in removed:
-            key = int(ipaddress.ip_address(address))
+            key = parse(address)[0]
             old = self._by_key.pop(key, None)
             if old is not None:
                 del self._keys[bisect.bisect_left(self._keys, key)]
                 self.members.discard(old)
-                gone.append(old)
-        new: list[str] = []
+                gone.append((key, old))
+        new: list[tuple[int, str]] = []
         for address in added:
-            ip = ipaddress.ip_address(address)
-            key = int(ip)
+            key, text = parse(address)
             if key not in self._by_key:
-                self._by_key[key] = str(ip)
+                self._by_key[key] = text
                 bisect.insort(self._keys, key)
-                self.members.add(str(ip))
-                new.append(str(ip))
+                self.members.add(text)
+                new.append((key, text))
         if new or gone:
             self._head = None
-        return sorted(new, key=_key), sorted(gone, key=_key)
+        new.sort()
+        gone.sort()
+        return [text for _, text in new], [text for _, text in gone]
 
     def replace(self, addresses: Iterable[str]) -> tuple[list[str], list[str]]:
         """Become exactly `addresses`; returns (added, removed) like update()."""
@@ -66,7 +83,7 @@ class VipGroup:
         if not isinstance(address, str):
             return False
         try:
-            return int(ipaddress.ip_address(address)) in self._by_key
+            return parse(address)[0] in self._by_key
         except ValueError:
             return False
 
@@ -80,7 +97,3 @@ class VipGroup:
 
     def __bool__(self) -> bool:
         return bool(self._keys)
-
-
-def _key(address: str) -> int:
-    return int(ipaddress.ip_address(address))

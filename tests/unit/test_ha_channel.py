@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from appliance.config_types import HaConfig, Pool, TrackConfig, TrackInterface, VrrpInstance
 from appliance.ha import channel
-from appliance.ha.group import ADVERT_ADDRESSES, VipGroup
+from appliance.ha.group import ADVERT_ADDRESSES, VipGroup, parse
 from appliance.ha.process import SpeakerError, SpeakerProcess
 from appliance.ha.speaker import HaStatus, InstanceStatus
 from appliance.model import Vip
@@ -111,6 +113,27 @@ def test_group_keeps_address_order_under_deltas() -> None:
     )
     v6 = VipGroup(["fd00:198:19:0:0:0:0:1"])
     assert list(v6) == ["fd00:198:19::1"] and "fd00:198:19::0001" in v6
+
+
+ADDRESS_TEXT = st.one_of(
+    st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+    st.integers(0, 2**128 - 1).map(lambda n: ipaddress.IPv6Address(n).exploded),
+    st.integers(0, 2**32 - 1).map(lambda n: f"::ffff:{ipaddress.IPv4Address(n)}"),
+    st.text("0123456789.:abcdef /%x", max_size=24),
+)
+
+
+@given(ADDRESS_TEXT)
+def test_parse_is_ipaddress_faster(text: str) -> None:
+    """The group's own parser (inet_pton for IPv4) must key and spell every address as
+    `ipaddress` does, and refuse what it refuses, with ValueError."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            parse(text)
+        return
+    assert parse(text) == (int(ip), str(ip))
 
 
 def test_group_head_is_the_lowest_255() -> None:
