@@ -10,46 +10,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import yaml
 
-from appliance.config import ConfigError, load_config
-from appliance.config_types import Config
-from appliance.model import DesiredState
+from appliance.commands.common import EXIT_BAD_CONFIG, load_or_report, plan_from_args
 
-EXIT_BAD_CONFIG = 2
-
-
-def load_or_report(path: str) -> Config | None:
-    """The config, or None after printing every error in it to stderr."""
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        print(f"appliance: bad config {path}:", file=sys.stderr)
-        for line in e.errors:
-            print(f"  {line}", file=sys.stderr)
-        return None
-
-
-def plan_from_args(args: argparse.Namespace) -> tuple[Config, DesiredState] | None:
-    """`--config` and `--manifests` (default: the config's folder) -> (config, plan), or
-    None after saying why on stderr. For the commands that act once on a folder."""
-    from appliance.cluster.files import FilesSource
-    from appliance.plan import plan
-
-    config = load_or_report(args.config)
-    if config is None:
-        return None
-    folder = args.manifests or config.cluster.manifests
-    if folder is None:
-        print(
-            f"appliance {args.command}: the config reads the Kubernetes API; pass "
-            "--manifests DIR to work from a folder of manifests",
-            file=sys.stderr,
-        )
-        return None
-    return config, plan(FilesSource(Path(folder)).load(), config)
+__all__ = ["EXIT_BAD_CONFIG", "load_or_report", "main", "parser", "plan_from_args"]
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -106,8 +72,8 @@ def parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plan)
 
     # Each part registers its own subcommand; imported lazily so `plan` starts fast.
+    from appliance.commands.apply import register as register_apply
     from appliance.daemon.command import register as register_daemon
-    from appliance.dataplane.command import register as register_dataplane
     from appliance.dns.command import register as register_dns
     from appliance.ha.command import register as register_ha
     from appliance.health.command import register as register_health
@@ -115,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
     from appliance.lab.command import register as register_lab
 
     register_daemon(sub)
-    register_dataplane(sub)
+    register_apply(sub)
     register_ha(sub)
     register_health(sub)
     register_dns(sub)

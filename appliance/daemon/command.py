@@ -1,7 +1,4 @@
-"""`appliance run --config C` (the daemon) and `appliance status [--url U]` (its overview).
-
-The lead wires `register()` into appliance/cli.py.
-"""
+"""`appliance run --config C` (the daemon) and `appliance status [--url U]` (its overview)."""
 
 from __future__ import annotations
 
@@ -112,8 +109,8 @@ def _actions(daemon: Any) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from appliance.cli import load_or_report
-    from appliance.daemon import logs
+    from appliance import logs
+    from appliance.commands.common import load_or_report
 
     config = load_or_report(args.config)
     if config is None:
@@ -208,7 +205,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     url = args.url
     auth: tuple[str, str] | None = None
     if args.status_config:
-        from appliance.cli import load_or_report
+        from appliance.commands.common import load_or_report
 
         config = load_or_report(args.status_config)
         if config is None:

@@ -199,7 +199,7 @@ def make_dns(config: DnsConfig) -> DnsPart | None:
 
 def make_parts(config: Config) -> Parts:
     """The real adapters the config asks for. Nothing is started here."""
-    from appliance.dataplane.command import make_backend
+    from appliance.dataplane.backends import make_backend
 
     speaker: SpeakerPart | None = None
     if config.ha.interface is not None and config.ha.instances:

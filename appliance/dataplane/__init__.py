@@ -1,6 +1,6 @@
 """The kernel dataplane: `apply(desired) -> ApplyReport`, by difference, never a flush.
 
-`command.make_backend(config)` picks IPVS or nftables; both implement `base.Dataplane`
+`backends.make_backend(config)` picks IPVS or nftables; both implement `base.Dataplane`
 (see docs/dataplane.md).
 """
 

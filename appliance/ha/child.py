@@ -23,10 +23,10 @@ import signal
 import sys
 from typing import Any
 
-from appliance.daemon.logs import configure
 from appliance.ha import channel
 from appliance.ha.link import LinkError
 from appliance.ha.speaker import Speaker
+from appliance.logs import configure
 
 log = logging.getLogger("appliance.ha.child")
 

@@ -24,7 +24,6 @@ from appliance.config import ConfigError
 from appliance.config_types import Config, DnsConfig, HealthConfig, TrackConfig, WebConfig
 from appliance.daemon import loop as daemon_loop
 from appliance.daemon import snapshot
-from appliance.daemon.logs import configure
 from appliance.daemon.loop import Daemon
 from appliance.daemon.notify import Notifier
 from appliance.daemon.parts import Parts
@@ -33,6 +32,7 @@ from appliance.dns.server import DnsStats
 from appliance.ha.speaker import HaStatus, InstanceStatus, instance_vips
 from appliance.health.checker import TargetStatus
 from appliance.health.targets import Target
+from appliance.logs import configure
 from appliance.model import ClusterState, DesiredState, Record, Vip
 from tests.unit.builders import config as make_config
 from tests.unit.builders import ep, lb, pool, slice_, state

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.dataplane.command import register
+from appliance.commands.apply import register
 
 CONFIG = """\
 cluster:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.root
 NS = "adp-cli"
 APPLY = (
     "import argparse, sys\n"
-    "from appliance.dataplane.command import register\n"
+    "from appliance.commands.apply import register\n"
     "p = argparse.ArgumentParser(); register(p.add_subparsers(dest='command'))\n"
     "a = p.parse_args(['apply', *sys.argv[1:]]); a.config = a.config_opt\n"
     "sys.exit(a.func(a))\n"

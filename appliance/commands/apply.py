@@ -3,39 +3,24 @@
     appliance apply --config C --manifests DIR [--dataplane ipvs|nftables] [--dry-run]
 
 A dry run prints the program (the nft transaction, or ipvsadm-restore lines) and touches
-nothing. The lead wires `register()` into appliance/cli.py.
+nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from typing import Any
 
-from appliance.config_types import Config
-from appliance.dataplane.base import Dataplane, DataplaneError, Ownership
+from appliance.commands.common import plan_from_args
+from appliance.dataplane.backends import make_backend
+from appliance.dataplane.base import DataplaneError
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
-def make_backend(config: Config, backend: str | None = None, netns: str | None = None) -> Dataplane:
-    """The backend the config asks for; "auto" is IPVS where the kernel has it loaded."""
-    from appliance.dataplane.ipvs import IpvsBackend
-    from appliance.dataplane.nft import NftablesBackend
-
-    choice = backend or config.dataplane.backend
-    if choice == "auto":
-        choice = "ipvs" if os.path.exists("/proc/net/ip_vs") else "nftables"
-    if choice == "ipvs":
-        return IpvsBackend(config.dataplane, Ownership.of_pools(config.pools), netns=netns)
-    return NftablesBackend(config.dataplane, netns=netns)
-
-
 def cmd_apply(args: argparse.Namespace) -> int:
-    from appliance.cli import plan_from_args
-
     planned = plan_from_args(args)
     if planned is None:
         return EXIT_BAD_INPUT
