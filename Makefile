@@ -54,6 +54,7 @@ lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # On purpose only: re-resolve every dependency to the newest allowed, and uv itself.
 lock: $(UV)
