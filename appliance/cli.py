@@ -71,14 +71,15 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     pl.set_defaults(func=cmd_plan)
 
-    # Each part registers its own subcommand; imported lazily so `plan` starts fast.
+    # Each subcommand module registers its own; imported here, not at the top, so
+    # `appliance plan` and `check-config` do not load the daemon, the lab or pyroute2.
     from appliance.commands.apply import register as register_apply
-    from appliance.daemon.command import register as register_daemon
-    from appliance.dns.command import register as register_dns
-    from appliance.ha.command import register as register_ha
-    from appliance.health.command import register as register_health
-    from appliance.kube.command import register as register_kube
-    from appliance.lab.command import register as register_lab
+    from appliance.commands.daemon import register as register_daemon
+    from appliance.commands.dns import register as register_dns
+    from appliance.commands.ha import register as register_ha
+    from appliance.commands.health import register as register_health
+    from appliance.commands.kube import register as register_kube
+    from appliance.commands.lab import register as register_lab
 
     register_daemon(sub)
     register_apply(sub)

@@ -176,7 +176,7 @@ def main() -> int:
         serve = ["--records", str(work / "records.json"), "--zone", ZONE]
         serve += ["--listen", f"127.0.0.1:{port}", "--workers", str(WORKERS)]
         ours = subprocess.Popen(
-            [sys.executable, "-m", "appliance.dns.command", "dns", "serve", *serve],
+            [sys.executable, "-m", "appliance.commands.dns", "dns", "serve", *serve],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
         )

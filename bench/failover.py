@@ -157,7 +157,7 @@ class Speaker:
                 f"    - {{name: vi-1, vrid: 51, priority: {priority}, "
                 f"advert_interval: {advert_ms}ms}}\n"
             )
-            argv = [PYTHON, "-m", "appliance.ha.command", "--config", str(config), "--vip", VIP]
+            argv = [PYTHON, "-m", "appliance.commands.ha", "--config", str(config), "--vip", VIP]
             self.vrrp_pidfile: Path | None = None
         else:
             conf = work / f"{tag}.conf"

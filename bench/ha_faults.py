@@ -104,7 +104,7 @@ class OursPair:
         self.a.child.send(signal.SIGKILL)
         self.a.child.proc.wait()
         # What systemd runs when it sees the unit's main process die (ExecStopPost).
-        self.h1.run(PYTHON, "-m", "appliance.ha.command", "--release", "--config",
+        self.h1.run(PYTHON, "-m", "appliance.commands.ha", "--release", "--config",
                     str(self.a.config))  # fmt: skip
 
     def stop(self) -> None:

@@ -1,5 +1,7 @@
-"""The subcommands' layer: what every `appliance <command>` shares (`common`).
+"""The subcommands' layer: one module per `appliance <command>` (registered by cli.py) and
+what they share (`common`).
 
-Nothing below it (the adapters, the daemon) imports it or the CLI; `make lint` checks
-that with import-linter (the contracts in pyproject.toml).
+The adapters import neither these nor the CLI; `make lint` checks that with
+import-linter (the contracts in pyproject.toml). `python -m appliance.daemon` (the
+daemon's own entry point) is the one module below that reaches up, to `commands.daemon`.
 """

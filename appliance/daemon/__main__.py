@@ -8,7 +8,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from appliance.daemon.command import register
+    from appliance.commands.daemon import register
 
     p = argparse.ArgumentParser(prog="python -m appliance.daemon")
     register(p.add_subparsers(dest="command", required=True))

@@ -30,7 +30,7 @@ from tests.dns.peers import OurServer, dig, kdig, knotd, our_server
 
 pytestmark = needs_tools
 ROOT = Path(__file__).resolve().parents[2]
-CLI = (sys.executable, "-m", "appliance.dns.command", "dns")
+CLI = (sys.executable, "-m", "appliance.commands.dns", "dns")
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["recvmmsg", "recvfrom"])

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 # does not depend on that wiring.
 RUN = """
 import argparse, sys
-from appliance.health.command import register
+from appliance.commands.health import register
 p = argparse.ArgumentParser(prog="appliance")
 register(p.add_subparsers())
 a = p.parse_args(sys.argv[1:])

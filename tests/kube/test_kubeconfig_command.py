@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from appliance.commands.kube import parse_duration, register
 from appliance.kube.api import Connection, KubeApi, from_kubeconfig
-from appliance.kube.command import parse_duration, register
 from tests.support.fake_apiserver import FakeApiServer
 
 
@@ -133,7 +133,7 @@ def test_durations(text: str, seconds: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "0", "5m", "1y", "-1h"])
 def test_bad_durations(text: str) -> None:
-    from appliance.kube.command import CommandError
+    from appliance.commands.kube import CommandError
 
     with pytest.raises(CommandError):
         parse_duration(text)

@@ -15,8 +15,8 @@ from typing import Any
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.commands.daemon import overview
 from appliance.daemon import snapshot
-from appliance.daemon.command import overview
 from appliance.daemon.statestore import SnapshotStore
 from appliance.model import ClusterState
 from appliance.plan.snapshotfile import SavedState, decode_state, encode_state

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.commands.dns import CommandError, _listen, _read_records
 from appliance.config_types import DnsConfig
-from appliance.dns.command import CommandError, _listen, _read_records
 from appliance.dns.server import DnsServer, next_serial
 from appliance.model import Record
 

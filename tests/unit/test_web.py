@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.commands.daemon import cmd_status, overview
 from appliance.config_types import WebConfig
 from appliance.daemon import snapshot
-from appliance.daemon.command import cmd_status, overview
 from appliance.web.app import StateHolder, WebServer, create_app
 from appliance.web.metrics import make_registry
 from tests.unit.test_daemon import Rig, _with_daemon, cluster

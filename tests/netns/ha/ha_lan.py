@@ -323,7 +323,7 @@ def appliance_yaml(
 
 
 class Ours:
-    """Our speaker (`python -m appliance.ha.command`) in a namespace, status as JSON."""
+    """Our speaker (`python -m appliance.commands.ha`) in a namespace, status as JSON."""
 
     def __init__(
         self, host: Host, config: str, workdir: Path, tag: str, vips: Sequence[str]
@@ -336,7 +336,7 @@ class Ours:
         argv = [
             PYTHON,
             "-m",
-            "appliance.ha.command",
+            "appliance.commands.ha",
             "-v",
             "--config",
             str(self.config),

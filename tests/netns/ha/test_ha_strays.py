@@ -40,7 +40,7 @@ def test_release_after_the_daemon_died(ha_lan: Lan, tmp_path: Path) -> None:
     for address in (HELD, *STRAYS, FOREIGN):
         h1.run("ip", "addr", "add", f"{address}/32", "dev", "eth0")
     done = subprocess.run(
-        ["ip", "netns", "exec", h1.ns, PYTHON, "-m", "appliance.ha.command",
+        ["ip", "netns", "exec", h1.ns, PYTHON, "-m", "appliance.commands.ha",
          "--config", str(config), "--release"],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
     )  # fmt: skip

@@ -177,7 +177,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m appliance.dns.command ...` until the lead wires `register` into the CLI."""
+    """`python -m appliance.commands.dns dns ...`: `appliance dns` without the rest of the CLI."""
     p = argparse.ArgumentParser(prog="appliance")
     register(p.add_subparsers(dest="command", required=True))
     args = p.parse_args(argv)
