@@ -28,7 +28,7 @@ from appliance.daemon.notify import Notifier
 from appliance.daemon.parts import DnsPart, Parts, SourcePart, close_dataplane
 from appliance.daemon.resign import Resignations
 from appliance.daemon.statestore import AllocationStore, SnapshotStore
-from appliance.dataplane.base import ApplyReport
+from appliance.dataplane.base import ApplyReport, Dataplane
 from appliance.ha.speaker import InstanceStatus
 from appliance.health.state import Verdict
 from appliance.health.targets import Target, derive_targets
@@ -44,6 +44,10 @@ RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff after a failed apply
 RESTART_SECTIONS = ("dataplane", "ha", "dns", "web", "state_dir")
 STOP_BUDGET = 0.9  # seconds from SIGTERM to exit; systemd and the peer expect it fast
 CONNECTIONS_EVERY = 5.0  # seconds between reads of the active connections (the page's refresh)
+# IPVS keeps a leaving real server at weight 0 while it has connections (up to the
+# dataplane's drain_timeout), and only an apply() takes it out: while any is left, the last
+# plan is applied again this often, so it goes when its last connection does.
+DRAIN_RECHECK = 1.0
 EVENTS_KEPT = 200
 # seconds the source has from start before a saved snapshot is served: a files source (or
 # an API that answers) is there by then, and its plan is never preceded by a stale one
@@ -132,6 +136,8 @@ class Daemon:
         self.connections: Mapping[tuple[str, int, str], Mapping[str, int]] = {}
         self.connections_at: float | None = None
         self.connections_every = connections_every
+        self.drain_recheck = DRAIN_RECHECK
+        self._applying = asyncio.Lock()  # a sync's apply and a drain's never interleave
         self._connections_wake = asyncio.Event()  # the dataplane changed: read again soon
         self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
         self.counters = Counters()
@@ -310,8 +316,8 @@ class Daemon:
             self._spawn("snapshots", self.snapshots.run())
         await self.source.open()
         self._spawn("source", self._follow(self.source))
-        if getattr(p.dataplane, "connections", None) is not None:
-            self._spawn("connections", self._read_connections())
+        if p.dataplane is not None:
+            self._spawn("connections", self._read_connections(p.dataplane))
         self.event("info", f"started on {self.host}")
         log.info("started", host=self.host, source=self.source.kind)
 
@@ -364,15 +370,14 @@ class Daemon:
         )
         self.mark_dirty()
 
-    async def _read_connections(self) -> None:
+    async def _read_connections(self, dataplane: Dataplane) -> None:
         """Now and then, never on the sync path: a slow conntrack dump delays only itself.
         The backend logs its own errors and answers {} (the page then shows "-")."""
-        read = getattr(self.parts.dataplane, "connections", None)
         self._connections_wake = asyncio.Event()  # bound to the running loop
-        while read is not None:
+        while True:
             self._connections_wake.clear()
             try:
-                found = await read()
+                found = await dataplane.connections()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a backend that broke its promise: still not fatal
@@ -423,7 +428,8 @@ class Daemon:
         changed = False
         if p.dataplane is not None:
             try:
-                self.report = await p.dataplane.apply(desired)
+                async with self._applying:
+                    self.report = await p.dataplane.apply(desired)
                 changed = not self.report.unchanged
                 self._dataplane_error = None
                 for w in self.report.warnings:
@@ -453,6 +459,8 @@ class Daemon:
             self._publish(state, desired)
         self._events_for(desired, changed)
         self.desired = desired
+        if p.dataplane is not None:
+            self._finish_drains(p.dataplane)
         record = SyncRecord(
             started, time.perf_counter() - t0, changed, self._summary(desired), tuple(errors)
         )
@@ -463,6 +471,31 @@ class Daemon:
         self._after(record)
         self._ticked()
         return record
+
+    def _finish_drains(self, dataplane: Dataplane) -> None:
+        """Real servers still draining: apply the last plan again every drain_recheck
+        until none is left (one task; a sync in between does the same work)."""
+        running = self._tasks.get("drains")
+        if dataplane.pending_drains() > 0 and (running is None or running.done()):
+            self._spawn("drains", self._drain(dataplane))
+
+    async def _drain(self, dataplane: Dataplane) -> None:
+        while dataplane.pending_drains() > 0 and not self.stopping:
+            await asyncio.sleep(self.drain_recheck)
+            desired = self.desired
+            if desired is None or self.stopping:
+                return
+            try:
+                async with self._applying:
+                    report = await dataplane.apply(desired)
+            except Exception as e:  # the next sync applies, and reports, again
+                log.warning("dataplane: finishing drains failed", error=str(e))
+                return
+            if not report.unchanged:
+                self.report = report
+                log.info("dataplane: drained", draining=len(report.draining),
+                         summary=report.summary())  # fmt: skip
+                self._connections_wake.set()
 
     async def _swap_dns(self, wanted: DnsConfig) -> None:
         """Stop the DNS server and start one for the new config; if that cannot listen,

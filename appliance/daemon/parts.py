@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.config_types import Config, DnsConfig
-from appliance.dataplane.base import ApplyReport
+from appliance.dataplane.base import Dataplane
 from appliance.dns.server import DnsStats
 from appliance.ha.speaker import HaStatus, InstanceStatus
 from appliance.health.checker import TargetStatus
@@ -29,15 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILES_POLL = 0.05  # seconds between stat() sweeps of the manifests folder
-
-
-class DataplanePart(Protocol):
-    """Backends may also offer `async connections() -> Connections` (both real ones do);
-    the loop reads it every few seconds when it is there."""
-
-    name: str
-
-    async def apply(self, desired: DesiredState) -> ApplyReport: ...
 
 
 class SpeakerPart(Protocol):
@@ -67,6 +58,8 @@ class HealthPart(Protocol):
     on_transition: Callable[[Target, Verdict, Verdict, str], None] | None
     checks: int
 
+    @property
+    def results(self) -> Mapping[str, int]: ...  # checks done by outcome, for /metrics
     def update(self, targets: Iterable[Target]) -> None: ...
     def health(self) -> Mapping[tuple[str, str], bool]: ...
     def statuses(self) -> tuple[TargetStatus, ...]: ...
@@ -93,7 +86,7 @@ class WebPart(Protocol):
 @dataclass(frozen=True, slots=True)
 class Parts:
     source: SourcePart
-    dataplane: DataplanePart | None = None
+    dataplane: Dataplane | None = None  # the backends' own interface (dataplane.base)
     speaker: SpeakerPart | None = None  # None: no VRRP, this host owns every VIP
     dns: DnsPart | None = None
     health: HealthPart | None = None
@@ -241,9 +234,8 @@ def counting_checker(max_in_flight: int) -> HealthPart:
     return CountingChecker()
 
 
-def close_dataplane(part: DataplanePart | None) -> None:
-    """Backends with a netlink socket have close(); the nft one has nothing to close."""
-    close = getattr(part, "close", None)
-    if close is not None:
+def close_dataplane(part: Dataplane | None) -> None:
+    """Its sockets and threads (the kernel state stays); a failure here changes nothing."""
+    if part is not None:
         with contextlib.suppress(Exception):
-            close()
+            part.close()

@@ -295,7 +295,7 @@ def build(daemon: Daemon, cache: Snapshots | None = None) -> dict[str, Any]:
                 for (i, s), n in sorted(daemon.counters.vrrp_transitions.items())
             ],
             "source_restarts": daemon.counters.source_restarts,
-            "health_checks": dict(getattr(p.health, "results", {})),
+            "health_checks": dict(p.health.results) if p.health is not None else {},
             "garps_sent": ha.garps_sent if ha is not None else 0,
         },
     }

@@ -4,8 +4,8 @@ It touches only services whose VIP lies in our pools. Edits use "set" (pyroute2'
 "update" sends a delete) and always pass fwd_method (pyroute2's default is direct
 routing); the bytes are ours (ipvsnl.py, checked against pyroute2's), sent pipelined.
 A real server that leaves is drained: weight 0 first, deleted once it has no
-active connections or after `drain_timeout`; call `apply()` again (the daemon does, on
-its loop) to finish drains.
+active connections or after `drain_timeout`; call `apply()` again to finish drains (the
+daemon does, every second while `pending_drains()` is above 0).
 
 Netlink calls are blocking; they run on one worker thread, which also holds the network
 namespace when one is given (setns is per thread).

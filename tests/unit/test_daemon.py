@@ -33,7 +33,7 @@ from appliance.ha.speaker import HaStatus, InstanceStatus, instance_vips
 from appliance.health.checker import TargetStatus
 from appliance.health.targets import Target
 from appliance.logs import configure
-from appliance.model import ClusterState, DesiredState, Record, Vip
+from appliance.model import ClusterState, DesiredState, Record, Vip, VirtualService
 from tests.unit.builders import config as make_config
 from tests.unit.builders import ep, lb, pool, slice_, state
 
@@ -97,11 +97,14 @@ class MemoryDataplane:
         self.reads = 0
         self.hold_reads: asyncio.Event | None = None  # set: reads wait on it
         self.broken_reads = False  # a backend breaking its never-raise promise
+        self.draining = 0  # real servers at weight 0: each apply() sees one more go idle
+        self.closed = False
 
     async def apply(self, desired: DesiredState) -> ApplyReport:
         self.journal.append("dataplane.apply")
         if self.fail:
             raise DataplaneError(self.fail)
+        self.draining = max(0, self.draining - 1)
         self.applied.append(desired)
         changed = desired.virtual_services != self._last
         self._last = desired.virtual_services
@@ -117,6 +120,18 @@ class MemoryDataplane:
             vs.key: {rs.address: self.active.get(rs.node, 0) for rs in vs.real_servers}
             for vs in self._last or ()
         }
+
+    async def current(self) -> tuple[VirtualService, ...]:
+        return tuple(self._last or ())
+
+    def render(self, desired: DesiredState) -> str:
+        return f"{len(desired.virtual_services)} virtual services\n"
+
+    def pending_drains(self) -> int:
+        return self.draining
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class MemorySpeaker:
@@ -307,6 +322,26 @@ def test_a_burst_of_snapshots_is_planned_once_with_the_last_one() -> None:
     assert len(rig.dataplane.applied) == 1
     assert local_nodes(rig.dataplane.applied[0]) == {"node-1", "node-2"}  # the burst's last
     assert rig.daemon.ready
+
+
+def test_draining_real_servers_are_finished_with_no_other_change() -> None:
+    """IPVS keeps a leaving real server at weight 0 until an apply() finds it idle or past
+    drain_timeout: the daemon applies the same plan again until none is left, then stops."""
+    rig = Rig()
+    rig.daemon.drain_recheck = 0.01
+    rig.dataplane.draining = 3
+    rig.source.push(cluster())
+
+    async def body() -> None:
+        await rig.until(lambda: rig.dataplane.draining == 0, "the drains finished")
+        await asyncio.sleep(0.1)  # none left: no more applies
+
+    asyncio.run(_with_daemon(rig, body))
+    first, *again = rig.dataplane.applied
+    assert len(again) == 2, rig.journal
+    assert all(d is first for d in again)  # the last plan again, not a new one
+    assert rig.daemon.counters.syncs["ok"] == 1
+    assert rig.dataplane.closed
 
 
 def test_one_sync_drives_every_adapter_in_order() -> None:
