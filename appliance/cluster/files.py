@@ -3,7 +3,7 @@
 Polling with stat rather than inotify: it works the same on every filesystem (NFS,
 overlay, a ConfigMap mount whose files are symlinks swapped atomically), costs one
 stat per file, and a file is re-read only when its (mtime, ctime, size, inode)
-changed. ctime joins the brief's triple so `chmod +r` on an unreadable file counts.
+changed. ctime is in it so that `chmod +r` on an unreadable file counts as a change.
 
 File timestamps tick coarsely (a kernel jiffy), so two writes of the same size within
 one tick look alike. Like git's "racily clean" index entries, a file read less than

@@ -38,8 +38,8 @@ LAG_TICK = 0.05
 LAG_WARN = 0.25
 PR_SET_PDEATHSIG = 1
 # keepalived's vrrp_priority: the speaker goes first when the CPUs are busy (the daemon
-# planning, DNS, other services). It does not make the child's own work cheaper: at
-# 50,000 VIPs its loop still runs 250-800 ms late while it takes them over (issue #15).
+# planning, DNS, other services). It does not make the child's own work cheaper: that is
+# kept per message and per VIP small (see _read and report).
 NICE = -10
 
 

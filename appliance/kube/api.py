@@ -1,6 +1,6 @@
 """A small Kubernetes API client on aiohttp: requests, watches, and where to connect.
 
-Why not kubernetes_asyncio (DESIGN.md's first choice): its typed models are the wrong
+Why not kubernetes_asyncio, the usual asyncio client: its typed models are the wrong
 shape for us. `appliance.cluster.manifests` converts the JSON the API returns (camelCase
 dicts, as `kubectl get -o json` prints them), and the same converter must serve the
 files source; the typed client would turn every object into a snake_case model we would
