@@ -3,6 +3,10 @@
 The loop only sees these Protocols, so its tests run against in-memory stand-ins and the
 real adapters (nftables/IPVS, the VRRP speaker, the DNS server, the health checker, the
 files or Kubernetes source) plug in unchanged.
+
+The builders below import each adapter inside the function that makes it, on purpose: a
+host loads only what its config asks for (the Kubernetes client and aiohttp only with the
+API source; IPVS or nftables, not both).
 """
 
 from __future__ import annotations
