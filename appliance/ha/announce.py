@@ -124,14 +124,17 @@ class Announcer:
         self.held.update(wanted)
         self._unwanted.difference_update(wanted)
         await self._converge()
-        self.burst(wanted)
+        self._queue_burst(wanted)
 
     def burst(self, vips: Iterable[str]) -> None:
         """Announce those of the VIPs we hold, `garp_count` times (in the background).
         One sender task paces every burst: many bursts at once must not add up to a
         loop that runs nothing but sends. In the order given (the speaker's is the
         address order): sorting 50,000 strings is 35 ms the adverts would wait."""
-        wanted = list(dict.fromkeys(vips))
+        self._queue_burst(list(dict.fromkeys(vips)))
+
+    def _queue_burst(self, wanted: list[str]) -> None:
+        """`wanted`: once each, in order (hold has made it so already)."""
         if wanted and self.garp_count > 0:
             self._rounds.append((wanted, self.garp_count))
             if self._sender is None or self._sender.done():
