@@ -15,8 +15,6 @@ import yaml
 
 from appliance.commands.common import EXIT_BAD_CONFIG, load_or_report, plan_from_args
 
-__all__ = ["EXIT_BAD_CONFIG", "load_or_report", "main", "parser", "plan_from_args"]
-
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
