@@ -139,16 +139,16 @@ def _wait_for_the_kernel(timeout: float = 120.0) -> None:
     that held 50,000 addresses and their ruleset keeps a CPU busy for a while, and the
     next test should not run its timings in that shadow."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        busy = False
-        for comm in Path("/proc").glob("[0-9]*/comm"):
-            with contextlib.suppress(OSError):
-                if comm.read_text().rstrip().endswith("+netns"):
-                    busy = True
-                    break
-        if not busy:
-            return
+    while time.monotonic() < deadline and _netns_worker_busy():
         time.sleep(0.2)
+
+
+def _netns_worker_busy() -> bool:
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            if comm.read_text().rstrip().endswith("+netns"):
+                return True
+    return False
 
 
 class Child:
