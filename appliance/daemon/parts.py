@@ -224,7 +224,7 @@ def counting_checker(max_in_flight: int) -> HealthPart:
     from collections import Counter
 
     from appliance.health.checker import HealthChecker
-    from appliance.health.probe import Outcome
+    from appliance.health.verdict import Outcome
 
     class CountingChecker(HealthChecker):
         def __init__(self) -> None:

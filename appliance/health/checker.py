@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
-from appliance.health.probe import Outcome, Prober, _Probe, _same_probe
+from appliance.health.probe import Probe, Prober
 from appliance.health.state import Streak, Verdict, first_due, next_due, observe
-from appliance.health.targets import Target
+from appliance.health.targets import Target, same_probe
+from appliance.health.verdict import Outcome
 
 log = logging.getLogger("appliance.health")
 
@@ -78,7 +79,7 @@ class _Slot:
         "target",
     )
 
-    def __init__(self, target: Target, probe: _Probe, since: float, gen: int) -> None:
+    def __init__(self, target: Target, probe: Probe, since: float, gen: int) -> None:
         self.target = target
         self.probe = probe
         self.key = target.key
@@ -157,7 +158,7 @@ class HealthChecker:
             slot = self._slots.get(k)
             if slot is not None and slot.target == t:
                 continue
-            if slot is not None and _same_probe(slot.target, t):
+            if slot is not None and same_probe(slot.target, t):
                 slot.target = t  # new timing applies from the next check
                 slot.probe = self.prober.probe(t)
                 continue

@@ -84,6 +84,18 @@ class Target:
         return f"http://{host}:{self.port}{self.path}"
 
 
+def same_probe(a: Target, b: Target) -> bool:
+    """Whether results about `a` still say something about `b` (timing may differ)."""
+    return (a.kind, a.address, a.port, a.path, a.expect, a.body) == (
+        b.kind,
+        b.address,
+        b.port,
+        b.path,
+        b.expect,
+        b.body,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Targets:
     targets: tuple[Target, ...]

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from appliance.health.probe import ProbeError, _Response, judge, request_bytes
+from appliance.health.http import ProbeError, request_bytes
+from appliance.health.http import Response as _Response
 from appliance.health.targets import Target
+from appliance.health.verdict import judge
 
 
 def target(kind: str = "http", **kw: Any) -> Target:
