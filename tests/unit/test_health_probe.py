@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import replace
 from typing import Any
 
@@ -9,8 +10,8 @@ import pytest
 
 from appliance.health.http import ProbeError, request_bytes
 from appliance.health.http import Response as _Response
-from appliance.health.targets import Target
-from appliance.health.verdict import judge
+from appliance.health.targets import Target, same_probe
+from appliance.health.verdict import judge, os_error, reason, timed_out
 
 
 def target(kind: str = "http", **kw: Any) -> Target:
@@ -126,3 +127,43 @@ def test_request_bytes() -> None:
         b"User-Agent: appliance-health/1\r\nAccept: */*\r\n\r\n"
     )
     assert b"Host: [fd00:198:18::11]:8080\r\n" in request_bytes(target(address="fd00:198:18::11"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "verdict"),
+    [
+        (
+            "kube-proxy",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n" + b'{"localEndpoints":1}',
+            "",
+        ),
+        (
+            "kube-proxy",
+            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'14\r\n{"localEndpoints":0}\r\n0\r\n\r\n',
+            "503: no local endpoints",
+        ),
+        ("kube-proxy-node", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", ""),
+        ("http", b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", "HTTP 404 (expected 200)"),
+    ],
+)
+def test_bytes_in_verdict_out(kind: str, raw: bytes, verdict: str) -> None:
+    """The codec and the rules together, with no socket: what the reactor does per answer."""
+    r = parse(raw)
+    assert r is not None
+    assert judge(target(kind), r.status, r.body or b"") == verdict
+
+
+def test_socket_errors_read_as_one_line() -> None:
+    assert reason(os_error(errno.ECONNREFUSED)) == "connection refused"
+    assert reason(os_error(errno.EHOSTUNREACH)) == "no route to host"
+    assert reason(ConnectionResetError()) == "connection reset"
+    assert reason(ValueError()) == "ValueError"
+    assert timed_out(target(timeout=0.25)) == "timeout after 0.25s"
+
+
+def test_same_probe_ignores_timing_only() -> None:
+    t = target()
+    assert same_probe(t, replace(t, interval=9.0, timeout=3.0, rise=1, fall=1))
+    assert not same_probe(t, replace(t, path="/other"))
+    assert not same_probe(t, replace(t, kind="tcp"))
