@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line on stdout, which journald keeps.
 
 Our own code logs with structlog (`log.info("synced", vips=3)`); the packages written
-with the standard `logging` module go through the same renderer, so every line parses.
+with the standard `logging` module go through the same renderer, so every line parses,
+and the key-values of a `keyvalue_logger` (a record's `extra`) become keys of the line.
 """
 
 from __future__ import annotations
@@ -19,10 +20,20 @@ _SHARED: list[structlog.types.Processor] = [
 ]
 
 
+def keyvalue_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """`log.info("event", key=value)` onto the standard logger `name`, for code that also
+    runs outside the daemon (`appliance dns serve`, `appliance health check`, tests): the
+    event becomes the record's message and the key-values its `extra`. Where nothing is
+    configured it logs as `logging` does (warnings to stderr, never to stdout, which those
+    commands print their results on); under `configure` every key is in the JSON line."""
+    processors = [structlog.stdlib.filter_by_level, structlog.stdlib.render_to_log_kwargs]
+    return structlog.stdlib.BoundLogger(logging.getLogger(name), processors, {})
+
+
 def configure(level: str = "info", stream: IO[str] | None = None) -> None:
     """JSON lines on `stream` (stdout) for structlog and stdlib loggers alike."""
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED,
+        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
