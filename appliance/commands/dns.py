@@ -21,8 +21,7 @@ from typing import Any
 from appliance.cluster.files import FilesSource
 from appliance.config import ConfigError, load_config
 from appliance.config_types import DnsConfig
-from appliance.dns.server import DnsServer, next_serial
-from appliance.dns.zone import build_zone, render_zonefile
+from appliance.dns.zone import build_zone, next_serial, render_zonefile
 from appliance.model import Record
 from appliance.plan import plan
 
@@ -141,6 +140,8 @@ def cmd_zonefile(args: argparse.Namespace) -> int:
 
 
 async def _serve(dns: DnsConfig, records: list[Record], workers: int) -> None:
+    from appliance.dns.server import DnsServer  # and with it structlog: only when serving
+
     server = DnsServer(dns, workers=workers)
     await server.start()
     try:

@@ -12,12 +12,14 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import ConfigError, load_config
 from appliance.config_types import Config
-from appliance.health.checker import HealthChecker, TargetStatus
 from appliance.health.targets import Targets, derive_targets
+
+if TYPE_CHECKING:
+    from appliance.health.checker import TargetStatus
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -140,6 +142,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 async def _check_for(ts: Targets, seconds: float, limit: int) -> tuple[TargetStatus, ...]:
+    from appliance.health.checker import HealthChecker  # and with it structlog: only to check
+
     checker = HealthChecker(max_in_flight=limit)
     checker.update(ts.targets)
     task = asyncio.create_task(checker.run())

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from appliance.config_types import DnsConfig
 from appliance.dns import batch
 from appliance.dns.responder import DROPPED, RCODE_NAMES, Responder
-from appliance.dns.zone import SERVFAIL, Zone, build_zone
+from appliance.dns.zone import SERVFAIL, Zone, build_zone, next_serial
 from appliance.model import Record
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,6 @@ class DnsStats:
     problems: tuple[str, ...]
     outside: int
     listening: tuple[str, ...] = ()  # "host:port", UDP and TCP each
-
-
-def next_serial(previous: int, now: float) -> int:
-    """A serial that always grows (RFC 1982 in practice): the clock, or previous + 1."""
-    return max(previous + 1, int(now)) & 0xFFFFFFFF
 
 
 class DnsServer:

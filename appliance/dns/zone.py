@@ -318,6 +318,11 @@ def normalize_zones(zones: Iterable[str]) -> tuple[Name, ...]:
     return tuple(sorted((a for a in apexes if a), key=len, reverse=True))
 
 
+def next_serial(previous: int, now: float) -> int:
+    """A serial that always grows (RFC 1982 in practice): the clock, or previous + 1."""
+    return max(previous + 1, int(now)) & 0xFFFFFFFF
+
+
 def build_zone(records: Iterable[Record], config: DnsConfig, serial: int) -> Zone:
     """Records from plan() -> a Zone. Bad records are left out with a reason in
     `problems`; records outside every zone are counted in `outside`, not served."""

@@ -70,3 +70,20 @@ def test_check_config_summarises_a_good_config(capsys) -> None:
     assert main(["check-config", "--config", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
     assert "OK: 2 pool(s) with 40 address(es), 1 VRRP instance(s), dataplane auto/nat" in out
+
+
+def test_the_cli_loads_no_daemon_logging_until_a_command_needs_it() -> None:
+    """structlog costs a tenth of a second to import: `appliance plan` and the other
+    one-shot commands must not pay it for the health checker and DNS server they skip."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, appliance.cli as c; c.parser(); "
+        "print(sorted(m for m in sys.modules if m == 'structlog' or m.startswith("
+        "('appliance.health.checker', 'appliance.dns.server', 'appliance.logs'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"

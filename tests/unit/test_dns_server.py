@@ -10,7 +10,8 @@ import pytest
 
 from appliance.commands.dns import CommandError, _listen, _read_records
 from appliance.config_types import DnsConfig
-from appliance.dns.server import DnsServer, next_serial
+from appliance.dns.server import DnsServer
+from appliance.dns.zone import next_serial
 from appliance.model import Record
 
 CFG = DnsConfig(zones=("cluster.local",))
