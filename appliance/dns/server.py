@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import struct
 import threading
@@ -30,9 +29,10 @@ from appliance.config_types import DnsConfig
 from appliance.dns import batch
 from appliance.dns.responder import DROPPED, RCODE_NAMES, Responder
 from appliance.dns.zone import SERVFAIL, Zone, build_zone, next_serial
+from appliance.logs import keyvalue_logger
 from appliance.model import Record
 
-log = logging.getLogger(__name__)
+log = keyvalue_logger(__name__)
 
 TCP_IDLE = 10.0  # seconds a TCP client may sit between queries (RFC 7766 suggests a few)
 TCP_CLIENTS = 256  # concurrent TCP connections; more are closed at once
@@ -98,7 +98,7 @@ class DnsServer:
             self._records = wanted
             self.set_zone(zone)
         for problem in zone.problems:
-            log.warning("dns: %s", problem)
+            log.warning("dns: zone problem", problem=problem)
         return zone
 
     def stats(self) -> DnsStats:
@@ -166,7 +166,7 @@ class DnsServer:
             thread.daemon = True  # never hold the process up at exit
             thread.start()
             self._threads.append(thread)
-        log.info("dns: listening on %s:%d (udp x%d, tcp)", host, bound, len(udp))
+        log.info("dns: listening", host=host, port=bound, udp_sockets=len(udp))
 
     @staticmethod
     def _udp_socket(family: int, host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -202,7 +202,7 @@ class DnsServer:
         try:
             return self._responder.reply(data, True)
         except Exception:  # a bug must cost one answer, never the server
-            log.exception("dns: failed to answer a UDP query")
+            log.exception("dns: failed to answer a query", transport="udp")
             return None, SERVFAIL
 
     def _udp_loop(self, sock: socket.socket, counts: list[int]) -> None:
@@ -248,7 +248,7 @@ class DnsServer:
                 try:
                     reply, rcode = self._responder.reply(data, False)
                 except Exception:
-                    log.exception("dns: failed to answer a TCP query")
+                    log.exception("dns: failed to answer a query", transport="tcp")
                     reply, rcode = None, SERVFAIL
                 counts[rcode] += 1
                 if reply is None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import logging
 import math
 import random
 import time
@@ -31,8 +30,9 @@ from appliance.health.probe import Probe, Prober
 from appliance.health.state import Streak, Verdict, first_due, next_due, observe
 from appliance.health.targets import Target, same_probe
 from appliance.health.verdict import Outcome
+from appliance.logs import keyvalue_logger
 
-log = logging.getLogger("appliance.health")
+log = keyvalue_logger("appliance.health")
 
 DEFAULT_MAX_IN_FLIGHT = 1024
 LATENESS_SAMPLES = 100_000
@@ -232,13 +232,23 @@ class HealthChecker:
         slot.changes += 1
         self.transitions[(before, after)] += 1
         self._health = None
+        # The sentence is what an operator reads (docs/health.md); the keys are for grep.
         what = f"{t.service or '(node)'} on {t.node} ({t.endpoint})"
+        keys = {"service": t.service, "node": t.node, "endpoint": t.endpoint, "verdict": after}
         if after == "down":
-            log.warning("health: %s is down after %d failures: %s", what, t.fall, slot.last_error)
+            error = slot.last_error
+            log.warning(
+                f"health: {what} is down after {t.fall} failures: {error}",
+                failures=t.fall,
+                error=error,
+                **keys,
+            )
         elif before == "down":
-            log.info("health: %s is up again after %d successes", what, t.rise)
+            log.info(
+                f"health: {what} is up again after {t.rise} successes", successes=t.rise, **keys
+            )
         else:
-            log.debug("health: %s is up", what)
+            log.debug(f"health: {what} is up", **keys)
         if self.on_transition is not None:
             self.on_transition(t, before, after, slot.last_error)
         if after == "down" or before == "down":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import math
 import select
 import socket
@@ -24,8 +23,9 @@ from collections.abc import Callable
 from appliance.health.http import RECV, ProbeError, Response, request_bytes
 from appliance.health.targets import Target, same_probe
 from appliance.health.verdict import Outcome, judge, os_error, reason, timed_out
+from appliance.logs import keyvalue_logger
 
-log = logging.getLogger("appliance.health")
+log = keyvalue_logger("appliance.health")
 
 TICK = 0.01  # seconds: how late past its timeout a check may be declared timed out
 _READ = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
@@ -314,7 +314,7 @@ class Prober:
             try:
                 probe.event(events)
             except Exception:  # a bug must cost one check, not every check after it
-                log.exception("health: checking %s", probe.target.endpoint)
+                log.exception("health: internal error in a check", endpoint=probe.target.endpoint)
                 probe._fail("internal error")
 
     # --- the checks --------------------------------------------------------------------------
