@@ -323,14 +323,38 @@ def next_serial(previous: int, now: float) -> int:
     return max(previous + 1, int(now)) & 0xFFFFFFFF
 
 
+# name -> type -> rdata wire -> (ttl, rdata); the wire key dedupes and orders
+_Grouped = dict[Name, dict[int, dict[bytes, tuple[int, Wire]]]]
+
+
 def build_zone(records: Iterable[Record], config: DnsConfig, serial: int) -> Zone:
     """Records from plan() -> a Zone. Bad records are left out with a reason in
     `problems`; records outside every zone are counted in `outside`, not served."""
     apexes = normalize_zones(config.zones)
     problems: list[str] = []
+    grouped, outside = _group(records, apexes, problems)
+    _add_apex_records(grouped, apexes, config.ttl, serial)
+    rrsets, count = _rrsets(grouped, problems)
+    zone = Zone(
+        apexes=apexes,
+        serial=serial,
+        ttl=config.ttl,
+        rrsets=rrsets,
+        names=_names(rrsets, apexes),
+        answers={},
+        record_count=count,
+        problems=tuple(problems),
+        outside=outside,
+    )
+    return replace(zone, answers=_precomputed(zone))
+
+
+def _group(
+    records: Iterable[Record], apexes: tuple[Name, ...], problems: list[str]
+) -> tuple[_Grouped, int]:
+    """The good records inside the zones, grouped; and how many fell outside them."""
     outside = 0
-    # name -> type -> rdata wire -> (ttl, rdata); the wire key dedupes and orders
-    grouped: dict[Name, dict[int, dict[bytes, tuple[int, Wire]]]] = {}
+    grouped: _Grouped = {}
     for record in records:
         name = name_of(record.name)
         why = _check_name(name)
@@ -353,13 +377,22 @@ def build_zone(records: Iterable[Record], config: DnsConfig, serial: int) -> Zon
         if key in slot:
             ttl = min(ttl, slot[key][0])
         slot[key] = (ttl, rdata)
+    return grouped, outside
+
+
+def _add_apex_records(grouped: _Grouped, apexes: tuple[Name, ...], ttl: int, serial: int) -> None:
+    """The SOA and NS at every apex, whatever the records say there."""
     for apex in apexes:
         node = grouped.setdefault(apex, {})
         ns = (b"ns", *apex)
         mname, rname = DNSLabel(list(ns)), DNSLabel([b"hostmaster", *apex])
-        soa = SOA(mname, rname, (serial & 0xFFFFFFFF, *SOA_TIMERS, config.ttl))
-        node[T_SOA] = {b"": (config.ttl, soa)}
-        node[T_NS] = {b"": (config.ttl, NS(mname))}
+        soa = SOA(mname, rname, (serial & 0xFFFFFFFF, *SOA_TIMERS, ttl))
+        node[T_SOA] = {b"": (ttl, soa)}
+        node[T_NS] = {b"": (ttl, NS(mname))}
+
+
+def _rrsets(grouped: _Grouped, problems: list[str]) -> tuple[dict[Name, dict[int, RRset]], int]:
+    """The grouped data as RRsets, and how many records they hold."""
     rrsets: dict[Name, dict[int, RRset]] = {}
     count = 0
     for name, types in grouped.items():
@@ -379,30 +412,29 @@ def build_zone(records: Iterable[Record], config: DnsConfig, serial: int) -> Zon
             # RFC 2181 5.2: one TTL per RRset; the smallest is the safe one
             out[rtype] = RRset(rtype, min(t for t, _ in items), tuple(rd for _, rd in items))
             count += len(items)
+    return rrsets, count
+
+
+def _names(owners: Iterable[Name], apexes: tuple[Name, ...]) -> frozenset[Name]:
+    """Every owner name and the empty non-terminals between it and its apex."""
     names: set[Name] = set()
-    for name in rrsets:
+    for name in owners:
         apex = next(a for a in apexes if _is_under(name, a))
         for cut in range(len(name) - len(apex) + 1):
             names.add(name[cut:])
-    zone = Zone(
-        apexes=apexes,
-        serial=serial,
-        ttl=config.ttl,
-        rrsets=rrsets,
-        names=frozenset(names),
-        answers={},
-        record_count=count,
-        problems=tuple(problems),
-        outside=outside,
-    )
+    return frozenset(names)
+
+
+def _precomputed(zone: Zone) -> dict[bytes, Answer]:
+    """The answers made ahead of time, keyed by question wire (name, type, class IN)."""
     answers: dict[bytes, Answer] = {}
-    for name, owned in rrsets.items():
+    for name, owned in zone.rrsets.items():
         wire = wire_of(name)
         # Every existing RRset, and what a CNAME leads to; negative answers are made on
         # first demand and cached by the responder (building them all doubles the time).
         for rtype in {*owned, T_A, T_AAAA} if T_CNAME in owned else owned:
             answers[wire + struct.pack(">HH", rtype, CLASS_IN)] = zone.resolve(name, rtype)
-    return replace(zone, answers=answers)
+    return answers
 
 
 def render_zonefile(zone: Zone, apex_text: str) -> str:
