@@ -11,7 +11,7 @@ Meant to be driven by the daemon:
     checker.statuses()                                                     # for the page
 
 Due times sit in a wheel of 10 ms buckets with one loop timer, for the earliest bucket:
-at 10,000 checks/s a heap entry, a future and a timer per check were a third of the CPU.
+at 10,000 checks/s a heap entry, a future and a timer per check cost a third of the CPU.
 """
 
 from __future__ import annotations
