@@ -189,3 +189,26 @@ def test_each_change_is_logged_once_counted_once_and_told_once(
     assert checker.transitions == Counter(
         {("unknown", "up"): 1, ("up", "down"): 1, ("down", "up"): 1}
     )
+
+
+def test_a_change_logs_its_sentence_and_its_keys(caplog: pytest.LogCaptureFixture) -> None:
+    checker = HealthChecker(prober=FakeProber(), rng=random.Random(1))  # type: ignore[arg-type]
+    t = target(0)
+    checker.update([t])
+    with caplog.at_level(logging.INFO, logger="appliance.health"):
+        for _ in range(t.fall):
+            checker.record(t.key, 1, Outcome(False, "connection refused"))
+    (down,) = caplog.records
+    assert down.getMessage() == (
+        "health: shop/s0 on node-1 (http://127.0.0.1:8080/) is down after 2 failures: "
+        "connection refused"
+    )
+    keys = ("service", "node", "endpoint", "verdict", "failures", "error")
+    assert {k: getattr(down, k) for k in keys} == {
+        "service": "shop/s0",
+        "node": "node-1",
+        "endpoint": "http://127.0.0.1:8080/",
+        "verdict": "down",
+        "failures": 2,
+        "error": "connection refused",
+    }
