@@ -55,8 +55,13 @@ def test_the_package_as_it_is_keeps_every_contract(tree: Path) -> None:
         ("plan/ipam.py", "import appliance.dataplane.nft",
          "the pure core (model, plan) imports no adapter, daemon or command"),
         ("ha/speaker.py", "import appliance.daemon.loop",
-         "adapters import neither the daemon nor the commands"),
-        ("daemon/loop.py", "import appliance.commands.common", "the daemon imports no command"),
+         "adapters import no daemon, wiring or command"),
+        ("daemon/loop.py", "import appliance.commands.common",
+         "the daemon imports neither the wiring nor a command"),
+        ("daemon/loop.py", "import appliance.wiring",
+         "the daemon imports neither the wiring nor a command"),
+        ("web/app.py", "import appliance.wiring",
+         "adapters import no daemon, wiring or command"),
     ],
 )  # fmt: skip
 def test_a_reverse_import_breaks_its_contract(
