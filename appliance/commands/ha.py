@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
@@ -26,10 +27,17 @@ import logging
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from appliance.config import ConfigError, load_config
+from appliance.config_values import parse_duration
+from appliance.ha.firewall import render
+from appliance.model import Vip
 
 EXIT_BAD_CONFIG = 2
 
@@ -98,6 +106,8 @@ def _write(path: str | None, text: str) -> None:
 
 
 async def _run(args: argparse.Namespace, config: Any, vips: list[Any]) -> int:
+    # Deferred here and in _release: pyroute2 (~0.2 s), which --handover and
+    # --print-firewall do not need; --release in ExecStopPost races a takeover.
     from appliance.ha.link import LinkError
     from appliance.ha.speaker import Speaker
 
@@ -151,9 +161,6 @@ async def _release(config: Any) -> int:
 
 
 def cmd_ha(args: argparse.Namespace) -> int:
-    from appliance.config import ConfigError, load_config
-    from appliance.model import Vip
-
     path = getattr(args, "config", None) or args.config_opt
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -175,8 +182,6 @@ def cmd_ha(args: argparse.Namespace) -> int:
     if args.release:
         return asyncio.run(_release(config))
     if args.print_firewall:
-        from appliance.ha.firewall import render
-
         print(render(config.ha), end="")
         return 0
     vips = []
@@ -203,12 +208,6 @@ def cmd_ha(args: argparse.Namespace) -> int:
 
 
 def _handover(args: argparse.Namespace, config: Any) -> int:
-    import base64
-    import urllib.error
-    import urllib.request
-
-    from appliance.config_values import parse_duration
-
     body: dict[str, Any] = {"instance": args.instance}
     if args.action == "resign" and args.duration is not None:
         seconds = parse_duration(args.duration)

@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.cluster.files import FilesSource
 from appliance.config import ConfigError, load_config
 from appliance.config_types import Config
 from appliance.health.checker import HealthChecker, TargetStatus
 from appliance.health.targets import Targets, derive_targets
+from appliance.plan import plan
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -53,9 +55,6 @@ def register(subparsers: Any) -> None:
 
 
 def _targets(args: argparse.Namespace) -> tuple[Config, Targets]:
-    from appliance.cluster.files import FilesSource
-    from appliance.plan import plan
-
     try:
         config = load_config(args.health_config)
     except ConfigError as e:

@@ -22,6 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyroute2 import IPVS, IPVSService  # type: ignore[import-untyped,unused-ignore]
+from pyroute2 import netns as pnetns  # type: ignore[import-untyped,unused-ignore]
+
 from appliance.config_types import DataplaneConfig
 from appliance.dataplane import conntrack, ipvsnl, sysctl
 from appliance.dataplane.base import (
@@ -109,8 +112,6 @@ class IpvsBackend:
     @staticmethod
     def _enter(netns: str | None) -> None:
         if netns:
-            from pyroute2 import netns as pnetns  # type: ignore[import-untyped,unused-ignore]
-
             pnetns.setns(netns)
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -119,8 +120,6 @@ class IpvsBackend:
 
     @staticmethod
     def _open_ipvs() -> Any:
-        from pyroute2 import IPVS  # type: ignore[import-untyped,unused-ignore]
-
         try:
             return IPVS()
         except Exception as e:  # the family is missing: ip_vs not loaded
@@ -137,8 +136,6 @@ class IpvsBackend:
         return self._rsock
 
     def _svc_msg(self, svc: IpvsService) -> Any:
-        from pyroute2 import IPVSService  # type: ignore[import-untyped,unused-ignore]
-
         six = ":" in svc.vip
         return IPVSService(
             addr=svc.vip,
