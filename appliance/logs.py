@@ -1,7 +1,9 @@
 """Structured logs: one JSON object per line on stdout, which journald keeps.
 
-Our own code logs with structlog (`log.info("synced", vips=3)`); the packages written
-with the standard `logging` module go through the same renderer, so every line parses.
+Our own code logs key-value pairs: with structlog (`log.info("synced", vips=3)`), or with
+the standard `logging` module and `extra=` where a module's messages are read as text (the
+VRRP speaker's, like keepalived's: operators grep them). Both, and other packages' stdlib
+logs, go through the same renderer, so every line parses.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ _SHARED: list[structlog.types.Processor] = [
 def configure(level: str = "info", stream: IO[str] | None = None) -> None:
     """JSON lines on `stream` (stdout) for structlog and stdlib loggers alike."""
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED,
+        # `extra=` fields of stdlib calls become keys, as structlog's own keyword arguments:
+        # the VRRP speaker keeps keepalived-like messages and adds interface=, vrid= ...
+        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,

@@ -64,12 +64,14 @@ class ReadErrors:
 
     def failed(self, e: Exception) -> None:
         if str(e) != self.last:
-            log.warning("%s unreadable: %s", self.what, e)
+            log.warning(
+                "%s unreadable: %s", self.what, e, extra={"what": self.what, "error": str(e)}
+            )
         self.last = str(e)
 
     def ok(self) -> None:
         if self.last is not None:
-            log.info("%s readable again", self.what)
+            log.info("%s readable again", self.what, extra={"what": self.what})
             self.last = None
 
 

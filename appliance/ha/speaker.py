@@ -268,7 +268,10 @@ class Speaker:
                 self._interfaces_failing[f"interface {t.name}"] = why
         # Nothing is held yet: a VIP on the interface is a killed run's (or someone's) leftover.
         for vip in await release_strays(self.interface, ours):
-            log.warning("%s: removed %s, a VIP this host does not hold (yet)", self.interface, vip)
+            log.warning(
+                "%s: removed %s, a VIP this host does not hold (yet)", self.interface, vip,
+                extra={"interface": self.interface, "vip": vip},
+            )  # fmt: skip
         await self.announcer.start()
         for family in sorted({4 if i.family == "IPv4" else 6 for i in self.ha.instances}):
             channel = _Channel(family, link)
@@ -327,11 +330,9 @@ class Speaker:
         for inst in self._instances:
             log.info(
                 "%s: %s (VRID %d): first plan: priority %d",
-                self.interface,
-                inst.config.name,
-                inst.config.vrid,
-                inst.config.priority,
-            )
+                self.interface, inst.config.name, inst.config.vrid, inst.config.priority,
+                extra={**self._fields(inst), "priority": inst.config.priority},
+            )  # fmt: skip
         self._retrack()
 
     def track(self, failing: Mapping[str, str]) -> None:
@@ -341,9 +342,15 @@ class Speaker:
         if failing == self._failing:
             return
         for cause in sorted(failing.keys() - self._failing.keys()):
-            log.warning("%s: tracking: %s failing: %s", self.interface, cause, failing[cause])
+            log.warning(
+                "%s: tracking: %s failing: %s", self.interface, cause, failing[cause],
+                extra={"interface": self.interface, "cause": cause, "error": failing[cause]},
+            )  # fmt: skip
         for cause in sorted(self._failing.keys() - failing.keys()):
-            log.info("%s: tracking: %s recovered", self.interface, cause)
+            log.info(
+                "%s: tracking: %s recovered", self.interface, cause,
+                extra={"interface": self.interface, "cause": cause},
+            )  # fmt: skip
         self._failing = dict(failing)
         self._retrack()
 
@@ -354,9 +361,15 @@ class Speaker:
         if dict(instances) == self._held:
             return
         for name in sorted(instances.keys() - self._held.keys()):
-            log.warning("%s: %s: held back: %s", self.interface, name, instances[name])
+            log.warning(
+                "%s: %s: held back: %s", self.interface, name, instances[name],
+                extra={"interface": self.interface, "instance": name, "why": instances[name]},
+            )  # fmt: skip
         for name in sorted(self._held.keys() - instances.keys()):
-            log.info("%s: %s: released", self.interface, name)
+            log.info(
+                "%s: %s: released", self.interface, name,
+                extra={"interface": self.interface, "instance": name},
+            )  # fmt: skip
         self._held = dict(instances)
         self._retrack(cleared="released by the operator")
 
@@ -423,7 +436,8 @@ class Speaker:
         inst.announcer = self._announcer(vmac.name)
         await inst.announcer.start()
         log.info("%s: %s (VRID %d): virtual MAC %s on %s", self.interface, inst.config.name,
-                 inst.config.vrid, vmac.mac, vmac.name)  # fmt: skip
+                 inst.config.vrid, vmac.mac, vmac.name,
+                 extra={**self._fields(inst), "mac": vmac.mac, "link": vmac.name})  # fmt: skip
 
     async def _vmac_master(self, inst: _Instance) -> None:
         assert inst.vmac is not None
@@ -511,7 +525,14 @@ class Speaker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("%s: %s", self.interface, task.exception())
+            log.error(
+                "%s: %s", self.interface, task.exception(),
+                extra={"interface": self.interface, "error": str(task.exception())},
+            )  # fmt: skip
+
+    def _fields(self, inst: _Instance) -> dict[str, object]:
+        """The keys of an instance's log lines (see appliance.logs)."""
+        return {"interface": self.interface, "instance": inst.config.name, "vrid": inst.config.vrid}
 
     def _apply(self, inst: _Instance, actions: list[Action]) -> None:
         for action in actions:
@@ -524,11 +545,9 @@ class Speaker:
                     continue  # adverts in a row from the other side: the burst under way will do
                 log.info(
                     "%s: %s (VRID %d): announcing the VIPs again (%s)",
-                    self.interface,
-                    inst.config.name,
-                    inst.config.vrid,
-                    action.reason,
-                )
+                    self.interface, inst.config.name, inst.config.vrid, action.reason,
+                    extra={**self._fields(inst), "reason": action.reason},
+                )  # fmt: skip
                 inst.announcer.burst(inst.vips)
         self._schedule(inst)
 
@@ -560,6 +579,7 @@ class Speaker:
                     log.warning(
                         "%s: VRID %d: adverts are not going out (send to %s: %s)",
                         self.interface, inst.config.vrid, destination, e,
+                        extra={**self._fields(inst), "to": destination, "error": str(e)},
                     )  # fmt: skip
                 continue
             inst.adverts_out += 1
@@ -568,18 +588,15 @@ class Speaker:
                 log.warning(
                     "%s: VRID %d: adverts to %s go out again, after %d that could not be sent",
                     self.interface, inst.config.vrid, destination, failed,
+                    extra={**self._fields(inst), "to": destination, "failed": failed},
                 )  # fmt: skip
 
     def _transition(self, inst: _Instance, t: Transition) -> None:
         log.info(
             "%s: %s (VRID %d): %s -> %s (%s)",
-            self.interface,
-            inst.config.name,
-            inst.config.vrid,
-            t.old,
-            t.new,
-            t.reason,
-        )
+            self.interface, inst.config.name, inst.config.vrid, t.old, t.new, t.reason,
+            extra={**self._fields(inst), "old": t.old, "new": t.new, "reason": t.reason},
+        )  # fmt: skip
         if t.new == "master":
             take = self._vmac_master(inst) if inst.vmac else inst.announcer.hold(inst.vips)
             self._spawn(take)
@@ -615,7 +632,8 @@ class Speaker:
                 self.dropped[e.reason] += 1
                 continue
             except OSError as e:
-                log.debug("%s: receive: %s", self.interface, e)
+                log.debug("%s: receive: %s", self.interface, e,
+                          extra={"interface": self.interface, "error": str(e)})  # fmt: skip
                 return
             if got is None:
                 return
@@ -653,12 +671,14 @@ class Speaker:
             )
         except vrrp.AdvertError as e:
             (owner.dropped if owner else self.dropped)[e.reason] += 1
-            log.debug("%s: dropped advert: %s", self.interface, e)
+            why = {"interface": self.interface, "reason": e.reason, "source": source}
+            log.debug("%s: dropped advert: %s", self.interface, e, extra=why)
             return
         assert owner is not None
         if not vrrp.from_peer(source, owner.config.accepted_peers):
             owner.dropped["not_a_peer"] += 1
-            log.debug("%s: dropped advert: not_a_peer: from %s", self.interface, source)
+            why = {"interface": self.interface, "reason": "not_a_peer", "source": source}
+            log.debug("%s: dropped advert: not_a_peer: from %s", self.interface, source, extra=why)
             return
         owner.adverts_in += 1
         self._apply(owner, owner.router.receive(received.advert, source, self._loop.time()))
@@ -678,11 +698,18 @@ class Speaker:
                 continue
             cleared = ""
             if now_up != self._link_up:
-                log.info("%s: link %s", self.interface, "up" if now_up else "down")
+                log.info("%s: link %s", self.interface, "up" if now_up else "down",
+                         extra={"interface": self.interface, "up": now_up})  # fmt: skip
                 cleared = "interface up" if now_up else ""
             for cause in sorted(tracked.keys() - self._interfaces_failing.keys()):
-                log.warning("%s: tracking: %s %s", self.interface, cause, tracked[cause])
+                log.warning(
+                    "%s: tracking: %s %s", self.interface, cause, tracked[cause],
+                    extra={"interface": self.interface, "cause": cause, "error": tracked[cause]},
+                )  # fmt: skip
             for cause in sorted(self._interfaces_failing.keys() - tracked.keys()):
-                log.info("%s: tracking: %s up again", self.interface, cause)
+                log.info(
+                    "%s: tracking: %s up again", self.interface, cause,
+                    extra={"interface": self.interface, "cause": cause},
+                )  # fmt: skip
             self._link_up, self._interfaces_failing = now_up, tracked
             self._retrack(cleared)

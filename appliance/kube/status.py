@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import structlog
 
 from appliance.config_types import Config
 from appliance.kube.api import ApiError, KubeApi
@@ -28,7 +29,7 @@ from appliance.kube.events import EventRecorder, EventType, Regarding
 from appliance.model import ClusterState, DesiredState, Service
 from appliance.plan import is_ours
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +150,8 @@ class StatusWriter:
                 except ApiError as e:
                     if not (e.code == 422 and "ipMode" in e.message and self.ip_mode):
                         raise
-                    log.info("the API server refuses ipMode (%s): writing ingress without it", e)
+                    log.info("the API server refuses ipMode: writing ingress without it",
+                             error=str(e))  # fmt: skip
                     self.ip_mode = False
                     await self._patch(path, wanted)
             except ApiError as e:
