@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from appliance.cluster.files import FilesSource
 from appliance.dataplane.base import Dataplane
 from appliance.dns.server import DnsStats
-from appliance.ha.speaker import HaStatus, InstanceStatus
+from appliance.ha.status import HaStatus, InstanceStatus
 from appliance.health.checker import TargetStatus
 from appliance.health.state import Verdict
 from appliance.health.targets import Target

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from appliance.daemon.loop import Daemon
-from appliance.ha.speaker import HaStatus
+from appliance.ha.status import HaStatus
 from appliance.health.checker import TargetStatus
 from appliance.model import DesiredState, VirtualService
 

@@ -24,7 +24,8 @@ from appliance.config_types import HaConfig, Pool, VrrpInstance
 from appliance.dataplane.base import DataplaneError, run_tool
 from appliance.ha import channel, firewall
 from appliance.ha.announce import release_strays
-from appliance.ha.speaker import HaStatus, InstanceStatus, in_pools
+from appliance.ha.speaker import in_pools
+from appliance.ha.status import HaStatus, InstanceStatus
 from appliance.model import Vip
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ class SpeakerProcess:
                 return message
 
     def _classify(self, vips: Iterable[Vip]) -> dict[str, tuple[str, ...]]:
-        """speaker.instance_vips for every instance at once, each address parsed once."""
+        """status.instance_vips for every instance at once, each address parsed once."""
         keys = self._keys
         found: dict[str, set[tuple[int, str]]] = {i.name: set() for i in self.ha.instances}
         wanted_families = [(i, 4 if i.family == "IPv4" else 6) for i in self.ha.instances]

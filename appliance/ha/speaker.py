@@ -19,12 +19,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import socket
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 
@@ -33,6 +30,8 @@ from appliance.ha import vrrp
 from appliance.ha.announce import Announcer, release_strays
 from appliance.ha.group import VipGroup
 from appliance.ha.link import LinkInfo, down_reason, lookup
+from appliance.ha.sockets import VrrpSockets
+from appliance.ha.status import HaStatus, InstanceStatus, instance_vips
 from appliance.ha.track import effective
 from appliance.ha.virtual_router import (
     LINK_DOWN,
@@ -40,7 +39,6 @@ from appliance.ha.virtual_router import (
     Announce,
     RouterSettings,
     Send,
-    State,
     Transition,
     VirtualRouter,
 )
@@ -51,60 +49,10 @@ log = logging.getLogger(__name__)
 
 LINK_POLL = 0.05  # seconds between interface state checks (Fault detection)
 LINK_LOCAL_WAIT_STEPS = 100  # x LINK_POLL: how long start() waits for an IPv6 link-local
-IPTOS_PREC_INTERNETCONTROL = 0xC0  # what keepalived and routers mark VRRP with
 # Until the first plan: the lowest priority there is, so a peer that holds VIPs keeps them
 # (keepalived users set vrrp_startup_delay for this). Alone on the LAN we still become
 # master, holding nothing until the plan says what.
 PLANLESS_PRIORITY = 1
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceStatus:
-    name: str
-    vrid: int
-    family: str
-    state: State
-    since: float  # wall-clock time of the last transition (epoch seconds)
-    reason: str  # why that transition happened
-    master: str | None  # the master's address as last seen (ours when we are master)
-    priority: int
-    advert_interval: float
-    adverts_in: int
-    adverts_out: int
-    dropped: Mapping[str, int]  # by reason (vrrp.DROP_REASONS, "send")
-    vips: tuple[str, ...]  # the group this instance owns
-    holding: tuple[str, ...]  # those of them on this host now
-    peers: tuple[str, ...] = ()  # whose adverts we accept; empty: any host on the LAN
-    restarts: int = 0  # times the speaker's process was started again after it died
-    configured_priority: int = 0  # before the plan and tracking: the config's
-
-
-@dataclass(frozen=True, slots=True)
-class HaStatus:
-    interface: str
-    instances: tuple[InstanceStatus, ...]
-    dropped: Mapping[str, int]  # adverts not attributable to an instance (garbage, other VRIDs)
-    garps_sent: int = 0  # gratuitous ARPs and unsolicited NAs, since start
-    failing: Mapping[str, str] = field(default_factory=dict)  # tracked cause -> what is wrong
-
-    @property
-    def owners(self) -> dict[str, str]:
-        """VIP -> the instance holding it on this host."""
-        return {vip: i.name for i in self.instances for vip in i.holding}
-
-
-def instance_vips(
-    instance: VrrpInstance, vips: Iterable[Vip], *, every_pool: bool = False
-) -> tuple[str, ...]:
-    """The VIPs an instance owns: its family, from its pools (all pools if it names none)."""
-    version = 4 if instance.family == "IPv4" else 6
-    chosen = {
-        str(ipaddress.ip_address(v.address))
-        for v in vips
-        if ipaddress.ip_address(v.address).version == version
-        and (every_pool or not instance.pools or v.pool in instance.pools)
-    }
-    return tuple(sorted(chosen, key=lambda a: int(ipaddress.ip_address(a))))
 
 
 def in_pools(address: str, pools: Sequence[Pool]) -> bool:
@@ -136,77 +84,6 @@ class _Instance:
         return 4 if self.config.family == "IPv4" else 6
 
 
-class _Channel:
-    """The two raw sockets of one family: receiving (multicast joined) and sending (bound to
-    our source address, which the checksum covers)."""
-
-    def __init__(self, family: vrrp.Family, link: LinkInfo) -> None:
-        self.family = family
-        self.source = link.ipv4 if family == 4 else link.ipv6_link_local
-        if self.source is None:
-            kind = "IPv4 address" if family == 4 else "IPv6 link-local address"
-            raise OSError(f"interface {link.name}: no {kind} to send VRRP from")
-        af = socket.AF_INET if family == 4 else socket.AF_INET6
-        self.recv = socket.socket(af, socket.SOCK_RAW, vrrp.PROTO_VRRP)
-        self.send = socket.socket(af, socket.SOCK_RAW, vrrp.PROTO_VRRP)
-        ifname = link.name.encode()
-        for s in (self.recv, self.send):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname)
-            s.setblocking(False)
-        if family == 4:
-            mreqn = struct.pack("4s4si", socket.inet_aton(vrrp.GROUP_V4), b"\0\0\0\0", link.index)
-            self.recv.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, vrrp.TTL)
-            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, vrrp.TTL)
-            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, IPTOS_PREC_INTERNETCONTROL)
-            self.send.bind((self.source, 0))
-        else:
-            mreq = socket.inet_pton(socket.AF_INET6, vrrp.GROUP_V6) + struct.pack("@I", link.index)
-            self.recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
-            self.recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
-            self.recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, link.index)
-            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, vrrp.TTL)
-            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, vrrp.TTL)
-            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            self.send.setsockopt(
-                socket.IPPROTO_IPV6, socket.IPV6_TCLASS, IPTOS_PREC_INTERNETCONTROL
-            )
-            self.send.bind((self.source, 0, 0, link.index))
-        self.index = link.index
-
-    def read(self) -> tuple[bytes, str, str, int] | None:
-        """One message as (vrrp bytes, source, destination, ttl); None when drained.
-        Raises AdvertError for an IPv4 packet whose header makes no sense."""
-        try:
-            data, ancillary, _, peer = self.recv.recvmsg(4096, 256)
-        except (BlockingIOError, InterruptedError):
-            return None
-        if self.family == 4:
-            packet = vrrp.parse_ipv4(data)
-            return packet.payload, packet.source, packet.destination, packet.ttl
-        ttl, destination = -1, vrrp.GROUP_V6
-        for level, kind, value in ancillary:
-            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_HOPLIMIT:
-                ttl = struct.unpack("@i", value[:4])[0]
-            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
-                destination = socket.inet_ntop(socket.AF_INET6, value[:16])
-        source = str(peer[0]).split("%")[0]
-        return data, source, destination, ttl
-
-    def sendto(self, message: bytes, destination: str) -> None:
-        if self.family == 4:
-            self.send.sendto(message, (destination, 0))
-        else:
-            self.send.sendto(message, (destination, 0, 0, self.index))
-
-    def close(self) -> None:
-        self.recv.close()
-        self.send.close()
-
-
 class Speaker:
     """Every VRRP instance of one interface. Use from one asyncio loop."""
 
@@ -228,7 +105,7 @@ class Speaker:
         self.on_change = on_change
         self.dropped: Counter[str] = Counter()
         self._instances: list[_Instance] = []
-        self._channels: dict[int, _Channel] = {}
+        self._channels: dict[int, VrrpSockets] = {}
         self._ipr: AsyncIPRoute | None = None
         self._link: LinkInfo | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -274,7 +151,7 @@ class Speaker:
             )  # fmt: skip
         await self.announcer.start()
         for family in sorted({4 if i.family == "IPv4" else 6 for i in self.ha.instances}):
-            channel = _Channel(family, link)
+            channel = VrrpSockets(family, link)
             self._channels[family] = channel
             self._loop.add_reader(channel.recv.fileno(), self._readable, channel)
         now = self._loop.time()
@@ -622,7 +499,7 @@ class Speaker:
         inst.timer = None
         self._apply(inst, inst.router.expire(self._loop.time()))
 
-    def _readable(self, channel: _Channel) -> None:
+    def _readable(self, channel: VrrpSockets) -> None:
         assert self._loop is not None
         vrids = {i.config.vrid for i in self._instances if i.family == channel.family}
         for _ in range(64):  # bounded: a flood must not starve the timers
@@ -644,7 +521,7 @@ class Speaker:
 
     def _receive(
         self,
-        channel: _Channel,
+        channel: VrrpSockets,
         vrids: set[int],
         message: bytes,
         source: str,

@@ -29,7 +29,7 @@ from appliance.daemon.notify import Notifier
 from appliance.daemon.parts import Parts
 from appliance.dataplane.base import ApplyReport, DataplaneError
 from appliance.dns.server import DnsStats
-from appliance.ha.speaker import HaStatus, InstanceStatus, instance_vips
+from appliance.ha.status import HaStatus, InstanceStatus, instance_vips
 from appliance.health.checker import TargetStatus
 from appliance.health.targets import Target
 from appliance.logs import configure

@@ -18,7 +18,7 @@ from appliance.config_types import HaConfig, Pool, TrackConfig, TrackInterface, 
 from appliance.ha import channel
 from appliance.ha.group import ADVERT_ADDRESSES, VipGroup, parse
 from appliance.ha.process import SpeakerError, SpeakerProcess
-from appliance.ha.speaker import HaStatus, InstanceStatus
+from appliance.ha.status import HaStatus, InstanceStatus
 from appliance.model import Vip
 
 HA = HaConfig(

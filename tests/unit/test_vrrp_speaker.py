@@ -9,7 +9,8 @@ import pytest
 
 from appliance.commands import ha as command
 from appliance.config_types import HaConfig, VrrpInstance
-from appliance.ha.speaker import HaStatus, InstanceStatus, Speaker, instance_vips
+from appliance.ha.speaker import Speaker
+from appliance.ha.status import HaStatus, InstanceStatus, instance_vips
 from appliance.model import Vip
 
 VIPS = (
