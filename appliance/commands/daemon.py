@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from appliance.config_types import Config
+from appliance.config import Config
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 

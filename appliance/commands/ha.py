@@ -207,7 +207,7 @@ def _handover(args: argparse.Namespace, config: Any) -> int:
     import urllib.error
     import urllib.request
 
-    from appliance.config_values import parse_duration
+    from appliance.config import parse_duration
 
     body: dict[str, Any] = {"instance": args.instance}
     if args.action == "resign" and args.duration is not None:

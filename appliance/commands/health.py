@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.config import ConfigError, load_config
-from appliance.config_types import Config
+from appliance.config import Config, ConfigError, load_config
 from appliance.health.checker import HealthChecker, TargetStatus
 from appliance.health.targets import Targets, derive_targets
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from appliance.config_types import Config, DnsConfig
+from appliance.config import Config, DnsConfig
 from appliance.dataplane.base import Dataplane
 from appliance.dns.server import DnsStats
 from appliance.ha.speaker import HaStatus, InstanceStatus

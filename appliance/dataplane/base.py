@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from appliance.config_types import Pool
+from appliance.config import Pool
 from appliance.model import DesiredState, VirtualService
 
 Connections = Mapping[tuple[str, int, str], Mapping[str, int]]

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.config_types import DataplaneConfig
+from appliance.config import DataplaneConfig
 from appliance.dataplane import conntrack, ipvsnl, sysctl
 from appliance.dataplane.base import (
     ApplyReport,

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from appliance.config_types import DnsConfig
+from appliance.config import DnsConfig
 from appliance.dns import batch
 from appliance.dns.responder import DROPPED, RCODE_NAMES, Responder
 from appliance.dns.zone import SERVFAIL, Zone, build_zone

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from appliance.config_types import HaConfig, Pool, VrrpInstance
+from appliance.config import HaConfig, Pool, VrrpInstance
 from appliance.dataplane.base import DataplaneError, run_tool
 from appliance.ha import channel, firewall
 from appliance.ha.announce import release_strays

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 
-from appliance.config_types import HaConfig, Pool, VrrpInstance
+from appliance.config import HaConfig, Pool, VrrpInstance
 from appliance.ha import vrrp
 from appliance.ha.announce import Announcer, release_strays
 from appliance.ha.group import VipGroup

@@ -22,8 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from appliance.config_types import HealthConfig
-from appliance.config_values import fmt_seconds, parse_duration
+from appliance.config import HealthConfig, fmt_seconds, parse_duration
 from appliance.model import ClusterState, DesiredState, Problem, RealServer, Service
 
 CheckKind = Literal["tcp", "http", "kube-proxy", "kube-proxy-node"]

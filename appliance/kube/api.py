@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from appliance.config_types import ClusterConfig
+from appliance.config import ClusterConfig
 
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD = 60.0  # seconds; bound ServiceAccount tokens are rotated by the kubelet

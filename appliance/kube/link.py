@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from appliance.cluster.kube import KubeSource, ResourceStatus
-from appliance.config_types import Config
+from appliance.config import Config
 from appliance.kube.api import KubeApi, connection_from_config
 from appliance.kube.events import EventRecorder
 from appliance.kube.lease import LeaseElector

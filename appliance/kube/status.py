@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.config_types import Config
+from appliance.config import Config
 from appliance.kube.api import ApiError, KubeApi
 from appliance.kube.events import EventRecorder, EventType, Regarding
 from appliance.model import ClusterState, DesiredState, Service

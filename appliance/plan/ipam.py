@@ -22,7 +22,7 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from appliance.config_types import Config, Pool
+from appliance.config import Config, Pool
 from appliance.model import (
     ANN_ADDRESS_POOL,
     ANN_ALLOW_SHARED_IP,

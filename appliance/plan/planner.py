@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
 
-from appliance.config_types import Config
+from appliance.config import Config
 from appliance.model import (
     Allocation,
     ClusterState,
