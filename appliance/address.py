@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
-Family = Literal["IPv4", "IPv6"]
+Family = Literal["IPv4", "IPv6"]  # the word Kubernetes uses (ipFamilies)
+IPVersion = Literal[4, 6]  # the number ipaddress, VRRP and the socket layer use
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPRange = (
     tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
@@ -52,7 +53,7 @@ def family_of(address: str) -> Family:
     return "IPv6" if ":" in address else "IPv4"
 
 
-def version_of(family: Family) -> int:
+def version_of(family: Family) -> IPVersion:
     """`"IPv4"` -> 4, `"IPv6"` -> 6 (ipaddress's `.version`)."""
     return 4 if family == "IPv4" else 6
 

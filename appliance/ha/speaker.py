@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 
+from appliance.address import IPVersion, in_pools, socket_family, strip_zone, version_of
 from appliance.config import HaConfig, Pool, VrrpInstance
 from appliance.ha import vrrp
 from appliance.ha.announce import Announcer, release_strays
@@ -97,7 +98,7 @@ def instance_vips(
     instance: VrrpInstance, vips: Iterable[Vip], *, every_pool: bool = False
 ) -> tuple[str, ...]:
     """The VIPs an instance owns: its family, from its pools (all pools if it names none)."""
-    version = 4 if instance.family == "IPv4" else 6
+    version = version_of(instance.family)
     chosen = {
         str(ipaddress.ip_address(v.address))
         for v in vips
@@ -105,15 +106,6 @@ def instance_vips(
         and (every_pool or not instance.pools or v.pool in instance.pools)
     }
     return tuple(sorted(chosen, key=lambda a: int(ipaddress.ip_address(a))))
-
-
-def in_pools(address: str, pools: Sequence[Pool]) -> bool:
-    ip = ipaddress.ip_address(address)
-    return any(
-        first.version == ip.version and first <= ip <= last  # type: ignore[operator]
-        for pool in pools
-        for first, last in pool.ranges
-    )
 
 
 class _Instance:
@@ -132,21 +124,21 @@ class _Instance:
         self.timer: asyncio.TimerHandle | None = None
 
     @property
-    def family(self) -> vrrp.Family:
-        return 4 if self.config.family == "IPv4" else 6
+    def family(self) -> IPVersion:
+        return version_of(self.config.family)
 
 
 class _Channel:
     """The two raw sockets of one family: receiving (multicast joined) and sending (bound to
     our source address, which the checksum covers)."""
 
-    def __init__(self, family: vrrp.Family, link: LinkInfo) -> None:
+    def __init__(self, family: IPVersion, link: LinkInfo) -> None:
         self.family = family
         self.source = link.ipv4 if family == 4 else link.ipv6_link_local
         if self.source is None:
             kind = "IPv4 address" if family == 4 else "IPv6 link-local address"
             raise OSError(f"interface {link.name}: no {kind} to send VRRP from")
-        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        af = socket_family(family)
         self.recv = socket.socket(af, socket.SOCK_RAW, vrrp.PROTO_VRRP)
         self.send = socket.socket(af, socket.SOCK_RAW, vrrp.PROTO_VRRP)
         ifname = link.name.encode()
@@ -193,7 +185,7 @@ class _Channel:
                 ttl = struct.unpack("@i", value[:4])[0]
             elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
                 destination = socket.inet_ntop(socket.AF_INET6, value[:16])
-        source = str(peer[0]).split("%")[0]
+        source = strip_zone(str(peer[0]))
         return data, source, destination, ttl
 
     def sendto(self, message: bytes, destination: str) -> None:
@@ -270,13 +262,13 @@ class Speaker:
         for vip in await release_strays(self.interface, ours):
             log.warning("%s: removed %s, a VIP this host does not hold (yet)", self.interface, vip)
         await self.announcer.start()
-        for family in sorted({4 if i.family == "IPv4" else 6 for i in self.ha.instances}):
+        for family in sorted({version_of(i.family) for i in self.ha.instances}):
             channel = _Channel(family, link)
             self._channels[family] = channel
             self._loop.add_reader(channel.recv.fileno(), self._readable, channel)
         now = self._loop.time()
         for config in self.ha.instances:
-            family = 4 if config.family == "IPv4" else 6
+            family = version_of(config.family)
             priority, fault = self._wanted(config)
             settings = RouterSettings(
                 vrid=config.vrid,
