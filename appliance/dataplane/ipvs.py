@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.address import host_port
 from appliance.config import DataplaneConfig
 from appliance.dataplane import conntrack, ipvsnl, sysctl
 from appliance.dataplane.base import (
@@ -277,8 +278,7 @@ class IpvsBackend:
             ks = kernel.pop(key)
             ops.append(ipvsnl.del_service(ks.svc))
             vip, port, proto = key
-            host = f"[{vip}]" if ":" in vip else vip
-            did["removed"].append(f"{proto.lower()} {host}:{port}")
+            did["removed"].append(f"{proto.lower()} {host_port(vip, port)}")
             did["gone"].extend(f"{proto}|{vip}|{port}|{a}" for a in ks.dests)
             for a in ks.dests:
                 self._draining.pop((key, a), None)

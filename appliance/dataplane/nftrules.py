@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import reduce
 from math import gcd
 
+from appliance.address import host_port
 from appliance.model import VirtualService
 
 MASQ_MARK = 0x4000  # kube-proxy's masquerade bit; the same meaning if both share a host
@@ -163,10 +164,9 @@ def fragment(vs: VirtualService, seed: int = DEFAULT_SEED) -> Fragment:
             decl = f"type {addr_type}; flags dynamic,timeout; timeout {vs.persistence_timeout}s;"
             sets.append(NftSet(aff, "set", decl))
             rules.append(f"{ipf} saddr @{aff} goto {ep_name[address]}")
-            target = f"[{address}]" if v6 else address
             ep_rules = (
                 f"update @{aff} {{ {ipf} saddr }}",
-                f"meta l4proto {proto} dnat {ipf} to {target}:{vs.real_port}",
+                f"meta l4proto {proto} dnat {ipf} to {host_port(address, vs.real_port)}",
             )
             chains.append(NftChain(ep_name[address], ep_rules))
 
