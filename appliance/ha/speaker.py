@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 
-from appliance.address import IPVersion, in_pools, socket_family, strip_zone, version_of
+from appliance.address import IPVersion, PoolRanges, socket_family, strip_zone, version_of
 from appliance.config import HaConfig, Pool, VrrpInstance
 from appliance.ha import vrrp
 from appliance.ha.announce import Announcer, release_strays
@@ -240,8 +240,7 @@ class Speaker:
         self._loop = asyncio.get_running_loop()
         self._ipr = AsyncIPRoute()
 
-        def ours(address: str) -> bool:
-            return in_pools(address, self.pools)
+        ours = PoolRanges.of(self.pools).holds
 
         # A VIP left behind by a killed run must not become our primary address.
         link = await lookup(self._ipr, self.interface, skip=ours)
