@@ -15,8 +15,7 @@ from typing import Any
 
 import structlog
 
-from appliance.config import load_config
-from appliance.config_types import Config, DnsConfig
+from appliance.config import Config, DnsConfig, load_config
 from appliance.daemon import snapshot
 from appliance.daemon.loop import Daemon
 from appliance.daemon.notify import Notifier

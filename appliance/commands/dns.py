@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.cluster.files import FilesSource
-from appliance.config import ConfigError, load_config
-from appliance.config_types import DnsConfig
+from appliance.config import ConfigError, DnsConfig, load_config
 from appliance.dns.server import DnsServer, next_serial
 from appliance.dns.zone import build_zone, render_zonefile
 from appliance.model import Record

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -34,8 +33,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from appliance.config import ConfigError, load_config
-from appliance.config_values import parse_duration
+from appliance.address import PoolRanges, in_pools, parse_ip
+from appliance.config import ConfigError, load_config, parse_duration
 from appliance.ha.firewall import render
 from appliance.model import Vip
 
@@ -138,7 +137,6 @@ async def _run(args: argparse.Namespace, config: Any, vips: list[Any]) -> int:
 async def _release(config: Any) -> int:
     from appliance.ha.announce import release_strays
     from appliance.ha.link import LinkError
-    from appliance.ha.speaker import in_pools
     from appliance.ha.vmac import Vmac
 
     try:
@@ -186,24 +184,15 @@ def cmd_ha(args: argparse.Namespace) -> int:
         return 0
     vips = []
     for text in args.vip:
-        try:
-            address = ipaddress.ip_address(text)
-        except ValueError:
+        address = parse_ip(text)
+        if address is None:
             print(f"appliance ha: --vip {text!r}: not an IP address", file=sys.stderr)
             return EXIT_BAD_CONFIG
-        pool = next(
-            (
-                p.name
-                for p in config.pools
-                for first, last in p.ranges
-                if first.version == address.version and first <= address <= last  # type: ignore[operator]
-            ),
-            None,
-        )
+        pool = PoolRanges.of(config.pools).pool_of(address)
         if pool is None:
             print(f"appliance ha: --vip {text}: in no pool of {path}", file=sys.stderr)
             return EXIT_BAD_CONFIG
-        vips.append(Vip(str(address), pool, ()))
+        vips.append(Vip(str(address), pool.name, ()))
     return asyncio.run(_run(args, config, vips))
 
 

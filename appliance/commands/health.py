@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.cluster.files import FilesSource
-from appliance.config import ConfigError, load_config
-from appliance.config_types import Config
+from appliance.config import Config, ConfigError, load_config
 from appliance.health.checker import HealthChecker, TargetStatus
 from appliance.health.targets import Targets, derive_targets
 from appliance.plan import plan

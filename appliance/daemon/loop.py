@@ -22,8 +22,7 @@ from typing import Any
 
 import structlog
 
-from appliance.config import ConfigError
-from appliance.config_types import Config, DnsConfig
+from appliance.config import Config, ConfigError, DnsConfig
 from appliance.daemon.notify import Notifier
 from appliance.daemon.parts import DnsPart, Parts, SourcePart, close_dataplane
 from appliance.daemon.resign import Resignations

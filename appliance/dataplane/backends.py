@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from appliance.config_types import Config
+from appliance.config import Config
 from appliance.dataplane.base import Dataplane, Ownership
 
 

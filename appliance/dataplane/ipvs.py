@@ -25,7 +25,8 @@ from typing import Any
 from pyroute2 import IPVS, IPVSService  # type: ignore[import-untyped,unused-ignore]
 from pyroute2 import netns as pnetns  # type: ignore[import-untyped,unused-ignore]
 
-from appliance.config_types import DataplaneConfig
+from appliance.address import host_port
+from appliance.config import DataplaneConfig
 from appliance.dataplane import conntrack, ipvsnl, sysctl
 from appliance.dataplane.base import (
     ApplyReport,
@@ -214,8 +215,7 @@ class IpvsBackend:
             ks = kernel.pop(key)
             ops.append(ipvsnl.del_service(ks.svc))
             vip, port, proto = key
-            host = f"[{vip}]" if ":" in vip else vip
-            did["removed"].append(f"{proto.lower()} {host}:{port}")
+            did["removed"].append(f"{proto.lower()} {host_port(vip, port)}")
             did["gone"].extend(f"{proto}|{vip}|{port}|{a}" for a in ks.dests)
             for a in ks.dests:
                 self._draining.pop((key, a), None)

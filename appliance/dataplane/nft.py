@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.config_types import DataplaneConfig
+from appliance.config import DataplaneConfig
 from appliance.dataplane import conntrack, libnft, sysctl
 from appliance.dataplane.base import (
     ApplyReport,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 from math import gcd
 
+from appliance.address import host_port
 from appliance.model import VirtualService
 
 MASQ_MARK = 0x4000  # kube-proxy's masquerade bit; the same meaning if both share a host
@@ -239,10 +240,9 @@ def _affinity_chains(d: _Draft, live: list[str]) -> dict[str, str]:
         decl = f"type {d.addr_type}; flags dynamic,timeout; timeout {vs.persistence_timeout}s;"
         d.sets.append(NftSet(aff, "set", decl))
         d.rules.append(f"{d.ipf} saddr @{aff} goto {ep_name[address]}")
-        target = f"[{address}]" if d.fam == "6" else address
         ep_rules = (
             f"update @{aff} {{ {d.ipf} saddr }}",
-            f"meta l4proto {d.proto} dnat {d.ipf} to {target}:{vs.real_port}",
+            f"meta l4proto {d.proto} dnat {d.ipf} to {host_port(address, vs.real_port)}",
         )
         d.chains.append(NftChain(ep_name[address], ep_rules))
     return ep_name

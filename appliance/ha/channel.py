@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from appliance.config_types import HaConfig, Pool, TrackConfig, TrackInterface, VrrpInstance
+from appliance.config import HaConfig, Pool, TrackConfig, TrackInterface, VrrpInstance
 from appliance.ha.group import canonical
 from appliance.ha.status import HaStatus, InstanceStatus
 

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from appliance.config_types import HaConfig, Pool, VrrpInstance
+from appliance.address import PoolRanges, version_of
+from appliance.config import HaConfig, Pool, VrrpInstance
 from appliance.dataplane.base import DataplaneError, run_tool
 from appliance.ha import channel, firewall
 from appliance.ha.announce import release_strays
-from appliance.ha.speaker import in_pools
 from appliance.ha.status import HaStatus, InstanceStatus
 from appliance.model import Vip
 
@@ -62,7 +62,7 @@ class SpeakerProcess:
         self.ha = ha
         self.interface = ha.interface
         self.pools = tuple(pools)
-        self._ours = _in_pools(self.pools)
+        self._ours = PoolRanges.of(self.pools).holds
         self.on_change = on_change
         self.argv = tuple(argv or (sys.executable, "-m", "appliance.ha.child"))
         self.restarts = 0
@@ -255,7 +255,7 @@ class SpeakerProcess:
         """status.instance_vips for every instance at once, each address parsed once."""
         keys = self._keys
         found: dict[str, set[tuple[int, str]]] = {i.name: set() for i in self.ha.instances}
-        wanted_families = [(i, 4 if i.family == "IPv4" else 6) for i in self.ha.instances]
+        wanted_families = [(i, version_of(i.family)) for i in self.ha.instances]
         seen: set[str] = set()
         for vip in vips:
             key = keys.get(vip.address)
@@ -363,10 +363,6 @@ class SpeakerProcess:
             restarts=self.restarts,
             configured_priority=config.priority,
         )
-
-
-def _in_pools(pools: Sequence[Pool]) -> Callable[[str], bool]:
-    return lambda address: in_pools(address, pools)
 
 
 def _owns(instance: VrrpInstance, pool: str) -> bool:

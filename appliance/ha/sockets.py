@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import struct
 
+from appliance.address import IPVersion, socket_family, strip_zone
 from appliance.ha import vrrp
 from appliance.ha.link import LinkInfo
 
@@ -17,13 +18,13 @@ class VrrpSockets:
     """The two raw sockets of one family: receiving (multicast joined) and sending (bound to
     our source address, which the checksum covers)."""
 
-    def __init__(self, family: vrrp.Family, link: LinkInfo) -> None:
+    def __init__(self, family: IPVersion, link: LinkInfo) -> None:
         self.family = family
         self.source = link.ipv4 if family == 4 else link.ipv6_link_local
         if self.source is None:
             kind = "IPv4 address" if family == 4 else "IPv6 link-local address"
             raise OSError(f"interface {link.name}: no {kind} to send VRRP from")
-        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        af = socket_family(family)
         self.recv = socket.socket(af, socket.SOCK_RAW, vrrp.PROTO_VRRP)
         self.send = socket.socket(af, socket.SOCK_RAW, vrrp.PROTO_VRRP)
         ifname = link.name.encode()
@@ -70,7 +71,7 @@ class VrrpSockets:
                 ttl = struct.unpack("@i", value[:4])[0]
             elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
                 destination = socket.inet_ntop(socket.AF_INET6, value[:16])
-        source = str(peer[0]).split("%")[0]
+        source = strip_zone(str(peer[0]))
         return data, source, destination, ttl
 
     def sendto(self, message: bytes, destination: str) -> None:

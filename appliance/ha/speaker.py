@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections import Counter
@@ -25,7 +24,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 
-from appliance.config_types import HaConfig, Pool, VrrpInstance
+from appliance.address import IPVersion, PoolRanges, version_of
+from appliance.config import HaConfig, Pool, VrrpInstance
 from appliance.ha import vrrp
 from appliance.ha.announce import Announcer, release_strays
 from appliance.ha.group import VipGroup
@@ -55,15 +55,6 @@ LINK_LOCAL_WAIT_STEPS = 100  # x LINK_POLL: how long start() waits for an IPv6 l
 PLANLESS_PRIORITY = 1
 
 
-def in_pools(address: str, pools: Sequence[Pool]) -> bool:
-    ip = ipaddress.ip_address(address)
-    return any(
-        first.version == ip.version and first <= ip <= last  # type: ignore[operator]
-        for pool in pools
-        for first, last in pool.ranges
-    )
-
-
 class _Instance:
     def __init__(self, config: VrrpInstance, router: VirtualRouter, announcer: Announcer) -> None:
         self.config = config
@@ -80,8 +71,8 @@ class _Instance:
         self.timer: asyncio.TimerHandle | None = None
 
     @property
-    def family(self) -> vrrp.Family:
-        return 4 if self.config.family == "IPv4" else 6
+    def family(self) -> IPVersion:
+        return version_of(self.config.family)
 
 
 class Speaker:
@@ -125,8 +116,7 @@ class Speaker:
         self._loop = asyncio.get_running_loop()
         self._ipr = AsyncIPRoute()
 
-        def ours(address: str) -> bool:
-            return in_pools(address, self.pools)
+        ours = PoolRanges.of(self.pools).holds
 
         # A VIP left behind by a killed run must not become our primary address.
         link = await lookup(self._ipr, self.interface, skip=ours)
@@ -150,13 +140,13 @@ class Speaker:
                 extra={"interface": self.interface, "vip": vip},
             )  # fmt: skip
         await self.announcer.start()
-        for family in sorted({4 if i.family == "IPv4" else 6 for i in self.ha.instances}):
+        for family in sorted({version_of(i.family) for i in self.ha.instances}):
             channel = VrrpSockets(family, link)
             self._channels[family] = channel
             self._loop.add_reader(channel.recv.fileno(), self._readable, channel)
         now = self._loop.time()
         for config in self.ha.instances:
-            family = 4 if config.family == "IPv4" else 6
+            family = version_of(config.family)
             priority, fault = self._wanted(config)
             settings = RouterSettings(
                 vrid=config.vrid,

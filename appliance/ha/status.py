@@ -8,7 +8,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from appliance.config_types import VrrpInstance
+from appliance.address import version_of
+from appliance.config import VrrpInstance
 from appliance.ha.virtual_router import State
 from appliance.model import Vip
 
@@ -52,7 +53,7 @@ def instance_vips(
     instance: VrrpInstance, vips: Iterable[Vip], *, every_pool: bool = False
 ) -> tuple[str, ...]:
     """The VIPs an instance owns: its family, from its pools (all pools if it names none)."""
-    version = 4 if instance.family == "IPv4" else 6
+    version = version_of(instance.family)
     chosen = {
         str(ipaddress.ip_address(v.address))
         for v in vips

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from appliance.address import host_port, socket_family_of
 from appliance.health.targets import Target
 
 log = logging.getLogger("appliance.health")
@@ -99,9 +100,8 @@ def _local_endpoints(body: bytes) -> int | None:
 
 
 def request_bytes(target: Target) -> bytes:
-    host = f"[{target.address}]" if ":" in target.address else target.address
     return (
-        f"GET {target.path} HTTP/1.1\r\nHost: {host}:{target.port}\r\n"
+        f"GET {target.path} HTTP/1.1\r\nHost: {host_port(target.address, target.port)}\r\n"
         "User-Agent: appliance-health/1\r\nAccept: */*\r\n\r\n"
     ).encode("ascii", "replace")
 
@@ -349,7 +349,7 @@ class _Probe:
         self.fresh = True
         t = self.target
         try:
-            sock = socket.socket(socket.AF_INET6 if ":" in t.address else socket.AF_INET)
+            sock = socket.socket(socket_family_of(t.address))
         except OSError as e:  # out of descriptors
             self._finish(False, _reason(e))
             return

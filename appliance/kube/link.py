@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import structlog
 
 from appliance.cluster.kube import KubeSource, ResourceStatus
-from appliance.config_types import Config
+from appliance.config import Config
 from appliance.kube.api import KubeApi, connection_from_config
 from appliance.kube.events import EventRecorder
 from appliance.kube.lease import LeaseElector

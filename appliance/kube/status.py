@@ -16,14 +16,14 @@ brings the Service back with its new status, the same sync is not repeated.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from appliance.config_types import Config
+from appliance.address import PoolRanges
+from appliance.config import Config
 from appliance.kube.api import ApiError, KubeApi
 from appliance.kube.events import EventRecorder, EventType, Regarding
 from appliance.model import ClusterState, DesiredState, Service
@@ -80,18 +80,7 @@ class StatusWriter:
         self._written: set[str] = set()  # services whose ingress this process wrote
         self._real_servers: dict[str, frozenset[tuple[str, str, int]]] = {}
         self._problems: dict[str, tuple[str, ...]] = {}
-        self._networks = [
-            ipaddress.summarize_address_range(first, last)
-            for pool in config.pools
-            for first, last in pool.ranges
-        ]
-
-    def _in_pools(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for nets in self._networks for net in nets)
+        self._in_pools = PoolRanges.of(config.pools).holds
 
     def wanted(self, svc: Service, desired: DesiredState) -> tuple[str, ...] | None:
         """The ingress addresses this Service should show; None: not ours to touch."""

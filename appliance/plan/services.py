@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from appliance.config_types import Config
+from appliance.config import Config
 from appliance.model import (
     ANN_SCHEDULER,
     SCHEDULERS,

@@ -22,7 +22,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from appliance.config_types import WebConfig
+from appliance.config import WebConfig
 
 STALE_AFTER = 10.0  # seconds without a fresh snapshot: the loop is stuck, /healthz says so
 REFRESH = 5  # seconds between page reloads

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from appliance.config_types import HealthConfig
+from appliance.config import HealthConfig
 from appliance.health import HealthChecker, derive_targets
 from appliance.model import ClusterState, DesiredState
 from appliance.plan import plan

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import structlog
 
-from appliance.config import ConfigError
-from appliance.config_types import Config, DnsConfig, HealthConfig, TrackConfig, WebConfig
+from appliance.config import Config, ConfigError, DnsConfig, HealthConfig, TrackConfig, WebConfig
 from appliance.daemon import loop as daemon_loop
 from appliance.daemon import snapshot
 from appliance.daemon.loop import Daemon
@@ -695,7 +694,7 @@ def test_snapshot_names_the_owner_of_every_vip_and_the_down_backend() -> None:
 
 def test_instance_vips_match_what_the_snapshot_expects() -> None:
     # The page's owner column relies on the speaker's grouping of VIPs per instance.
-    from appliance.config_types import VrrpInstance
+    from appliance.config import VrrpInstance
 
     inst = VrrpInstance("vi-1", 51, pools=("default",))
     vips = [Vip("198.18.50.17", "default", ("shop/web",)), Vip("198.18.50.99", "other", ())]

@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import ipaddress
 
-from appliance.config_types import ClusterConfig, Config, Pool
+from appliance.config import ClusterConfig, Config, Pool
 from appliance.daemon import snapshot
 from appliance.daemon.loop import Daemon
 from appliance.daemon.parts import KubeFeed, Parts

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.commands.daemon import cmd_status, overview
-from appliance.config_types import WebConfig
+from appliance.config import WebConfig
 from appliance.daemon import snapshot
 from appliance.web.app import StateHolder, WebServer, create_app
 from appliance.web.metrics import make_registry
