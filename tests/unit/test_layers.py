@@ -54,6 +54,8 @@ def test_the_package_as_it_is_keeps_every_contract(tree: Path) -> None:
         ("model.py", "import appliance.cli", "nothing imports the CLI"),
         ("plan/ipam.py", "import appliance.dataplane.nft",
          "the pure core (model, plan) imports no adapter, daemon or command"),
+        ("status.py", "import appliance.web.app",
+         "the pure core (model, plan) imports no adapter, daemon or command"),
         ("ha/speaker.py", "import appliance.daemon.loop",
          "adapters import neither the daemon nor the commands"),
         ("daemon/loop.py", "import appliance.commands.common", "the daemon imports no command"),
