@@ -272,18 +272,15 @@ def to_json(status: Status) -> dict[str, Any]:
     return out
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _names(cls: type) -> tuple[str, ...]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
-    return names
+_PLAIN = (str, int, float, bool, type(None))
 
 
 def _encode(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float):
+    cls = type(value)
+    names = _FIELDS.get(cls)
+    if names is not None:  # the status types: by far the most values, so asked first
+        return {name: _encode(getattr(value, name)) for name in names}
+    if cls in _PLAIN:
         return value
     if isinstance(value, tuple | list):
         return [_encode(v) for v in value]
@@ -297,6 +294,18 @@ def _encode(value: Any) -> Any:
         }
     if isinstance(value, Problem | Refusal):
         return str(value)
-    if is_dataclass(value) and not isinstance(value, type):
-        return {name: _encode(getattr(value, name)) for name in _names(type(value))}
-    raise TypeError(f"no JSON for {type(value).__name__}")
+    if isinstance(value, str | int | float):  # a subclass: an enum, a numpy number
+        return value
+    raise TypeError(f"no JSON for {cls.__name__}")
+
+
+# Each status type of this module as JSON: its fields, in order (SourceStatus merges the
+# source's own keys in, so it has its own rule).
+_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls))
+    for cls in list(globals().values())
+    if isinstance(cls, type)
+    and is_dataclass(cls)
+    and cls.__module__ == __name__
+    and cls is not SourceStatus
+}
