@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from appliance.daemon.loop import Daemon
 from appliance.ha.speaker import HaStatus
@@ -139,7 +139,6 @@ def _virtual_service(
     servers = []
     for rs in v.real_servers:
         health, error = _health_of(v.service, rs.node, statuses)
-        # None: not read (yet), or the backend could not say
         servers.append(
             RealServerStatus(rs.node, rs.address, rs.weight, active.get(rs.address), health, error)
         )
@@ -193,14 +192,16 @@ def _records(desired: DesiredState) -> tuple[RecordStatus, ...]:
     )
 
 
+@dataclass(frozen=True, slots=True)
 class PlanParts:
-    """What follows from the plan alone (and the verdicts and connections): the big parts."""
+    """What follows from the plan (with the verdicts and connections): the big parts."""
 
-    __slots__ = ("records", "services")
+    services: tuple[ServiceStatus, ...]
+    records: tuple[RecordStatus, ...]
 
-    def __init__(self, desired: DesiredState, statuses: Statuses, conns: Connections) -> None:
-        self.services = _services(desired, statuses, conns)
-        self.records = _records(desired)
+
+def _plan_parts(desired: DesiredState, statuses: Statuses, conns: Connections) -> PlanParts:
+    return PlanParts(_services(desired, statuses, conns), _records(desired))
 
 
 class Snapshots:
@@ -222,7 +223,7 @@ class Snapshots:
         # last one while nothing moved: compared by value, they rebuild only on a change.
         key = (id(desired), desired, verdicts, conns)
         if key != self._key or self._parts is None:
-            self._parts = PlanParts(desired, statuses, conns)
+            self._parts = _plan_parts(desired, statuses, conns)
             self._key = key
         return self._parts
 
@@ -311,7 +312,9 @@ def _planned(
     if desired is None:
         return status
     conns = daemon.connections
-    parts = cache.parts(desired, statuses, conns) if cache else PlanParts(desired, statuses, conns)
+    parts = (
+        cache.parts(desired, statuses, conns) if cache else _plan_parts(desired, statuses, conns)
+    )
     return replace(
         status,
         vips=_vips(daemon, desired, ha),
