@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import yaml
 
+from appliance.commands import apply, daemon, dns, ha, health, kube, lab
 from appliance.commands.common import EXIT_BAD_CONFIG, load_or_report, plan_from_args
+from appliance.render import desired_to_dict, table
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -32,8 +34,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from appliance.render import desired_to_dict, table
-
     planned = plan_from_args(args)
     if planned is None:
         return EXIT_BAD_CONFIG
@@ -69,23 +69,10 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     pl.set_defaults(func=cmd_plan)
 
-    # Each subcommand module registers its own; imported here, not at the top, so
-    # `appliance plan` and `check-config` do not load the daemon, the lab or pyroute2.
-    from appliance.commands.apply import register as register_apply
-    from appliance.commands.daemon import register as register_daemon
-    from appliance.commands.dns import register as register_dns
-    from appliance.commands.ha import register as register_ha
-    from appliance.commands.health import register as register_health
-    from appliance.commands.kube import register as register_kube
-    from appliance.commands.lab import register as register_lab
-
-    register_daemon(sub)
-    register_apply(sub)
-    register_ha(sub)
-    register_health(sub)
-    register_dns(sub)
-    register_kube(sub)
-    register_lab(sub)
+    # Each subcommand module registers its own. They defer what only their command needs
+    # (the daemon, pyroute2, aiohttp), so `appliance plan` and `check-config` load neither.
+    for command in (daemon, apply, ha, health, dns, kube, lab):
+        command.register(sub)
     return p
 
 

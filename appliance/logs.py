@@ -1,8 +1,11 @@
 """Structured logs: one JSON object per line on stdout, which journald keeps.
 
-Our own code logs with structlog (`log.info("synced", vips=3)`); the packages written
-with the standard `logging` module go through the same renderer, so every line parses,
-and the key-values of a `keyvalue_logger` (a record's `extra`) become keys of the line.
+Our own code logs key-value pairs: with structlog (`log.info("synced", vips=3)`), or with
+the standard `logging` module and `extra=` where a module's messages are read as text (the
+VRRP speaker's, like keepalived's: operators grep them). Both, and other packages' stdlib
+logs, go through the same renderer, so every line parses.
+A `keyvalue_logger` is that second way with structlog's calling convention (`log.info(
+"event", key=value)`, the keys a record's `extra`), for code that also runs outside the daemon.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def keyvalue_logger(name: str) -> structlog.stdlib.BoundLogger:
 def configure(level: str = "info", stream: IO[str] | None = None) -> None:
     """JSON lines on `stream` (stdout) for structlog and stdlib loggers alike."""
     formatter = structlog.stdlib.ProcessorFormatter(
+        # `extra=` fields of stdlib calls become keys, as structlog's own keyword arguments:
+        # the VRRP speaker keeps keepalived-like messages and adds interface=, vrid= ...
         foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,

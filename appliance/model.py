@@ -12,8 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from appliance import address
+
+Family = address.Family  # "IPv4" | "IPv6", Kubernetes' word (ipFamilies)
+family_of = address.family_of
 Protocol = Literal["TCP", "UDP", "SCTP"]
-Family = Literal["IPv4", "IPv6"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]
 TrafficPolicy = Literal["Cluster", "Local"]
 Forwarding = Literal["nat", "dr", "tun"]
@@ -34,11 +37,6 @@ ANN_ALLOW_SHARED_IP = "appliance.io/allow-shared-ip"
 ANN_SCHEDULER = "appliance.io/scheduler"
 LABEL_EXCLUDE_FROM_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
-
-
-def family_of(address: str) -> Family:
-    """The family of a textual IP address (cheap: no parsing)."""
-    return "IPv6" if ":" in address else "IPv4"
 
 
 @dataclass(frozen=True, slots=True)

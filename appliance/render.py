@@ -9,13 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from appliance.address import host_port
 from appliance.model import DesiredState, Record, VirtualService
 
 _FORWARD = {"nat": "Masq", "dr": "Route", "tun": "Tunnel"}
-
-
-def endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def desired_to_dict(desired: DesiredState) -> dict[str, Any]:
@@ -92,13 +89,13 @@ def ipvs_table(virtual_services: Iterable[VirtualService]) -> list[str]:
     ]
     for vs in virtual_services:
         flags = f" persistent {vs.persistence_timeout}" if vs.persistence_timeout else ""
-        head = f"{vs.protocol:<4} {endpoint(vs.vip, vs.port)} {vs.scheduler}{flags}"
+        head = f"{vs.protocol:<4} {host_port(vs.vip, vs.port)} {vs.scheduler}{flags}"
         note = f"{vs.service} {vs.port_name}".rstrip() + f", {vs.traffic_policy}"
         if vs.source_ranges is not None:
             note += f", from {', '.join(vs.source_ranges) or 'nobody'}"
         lines.append(f"{head:<48} # {note}")
         for rs in vs.real_servers:
-            remote = endpoint(rs.address, vs.real_port)
+            remote = host_port(rs.address, vs.real_port)
             forward = _FORWARD[vs.forwarding]
             lines.append(f"  -> {remote:<28} {forward:<7} {rs.weight:<6} # {rs.node}")
     return lines

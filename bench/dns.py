@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from appliance.config_types import DnsConfig
+from appliance.config import DnsConfig
 from appliance.dns.zone import build_zone, render_zonefile
 from appliance.model import Record
 

@@ -38,7 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appliance.health import HealthChecker, Target  # noqa: E402
+from appliance.health.checker import HealthChecker  # noqa: E402
+from appliance.health.targets import Target  # noqa: E402
 
 TARGETS = int(os.environ.get("BENCH_HEALTH_TARGETS", "10000"))
 SECONDS = float(os.environ.get("BENCH_HEALTH_SECONDS", "30"))

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from appliance.cluster.kube import KubeSource  # noqa: E402
-from appliance.config_types import ClusterConfig, Config, Pool  # noqa: E402
+from appliance.config import ClusterConfig, Config, Pool  # noqa: E402
 from appliance.kube.api import Connection, KubeApi  # noqa: E402
 from appliance.kube.status import StatusWriter  # noqa: E402
 from appliance.plan import Planner  # noqa: E402

@@ -18,7 +18,7 @@ import ipaddress
 import statistics
 import time
 
-from appliance.config_types import Config, Pool
+from appliance.config import Config, Pool
 from appliance.model import (
     ClusterState,
     Endpoint,

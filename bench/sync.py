@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from appliance.config_types import DataplaneConfig, Pool  # noqa: E402
+from appliance.config import DataplaneConfig, Pool  # noqa: E402
 from appliance.dataplane.base import Ownership  # noqa: E402
 from appliance.dataplane.ipvs import IpvsBackend  # noqa: E402
 from appliance.dataplane.ipvsrules import restore_script  # noqa: E402

@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from appliance.address import parse_ip
+
 T = TypeVar("T", bound=str)
 
 
@@ -206,11 +208,8 @@ def ip(value: Any, path: str, family: int | None = None) -> str:
     """An IP address in canonical text. Zones (`%eth0`) and leading zeros are refused, as
     the API server refuses them; `family` (4 or 6) restricts it."""
     address = required_string(value, path)
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        parsed = None
-    if parsed is None or "%" in address:
+    parsed = parse_ip(address)
+    if parsed is None:
         raise wrong(path, "an IP address", address)
     if family is not None and parsed.version != family:
         raise wrong(path, f"an IPv{family} address", address)

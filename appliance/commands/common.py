@@ -7,8 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from appliance.config import ConfigError, load_config
-from appliance.config_types import Config
+from appliance.config import Config, ConfigError, load_config
 from appliance.model import DesiredState
 
 EXIT_BAD_CONFIG = 2

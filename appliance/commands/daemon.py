@@ -6,117 +6,27 @@ import argparse
 import asyncio
 import base64
 import json
-import signal
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
-from appliance.config_types import Config
+from appliance.commands.common import load_or_report
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
-def _log() -> Any:
-    """The daemon's logger; structlog loads only when the daemon runs, not for every command."""
-    import structlog
-
-    return structlog.get_logger("appliance.daemon")
-
-
-async def serve(config: Config, config_path: str) -> int:
-    """Run the daemon with the real adapters and the web until SIGTERM/SIGINT."""
-    from appliance.config import load_config
-    from appliance.daemon import snapshot
-    from appliance.daemon.loop import Daemon
-    from appliance.daemon.notify import Notifier
-    from appliance.daemon.parts import make_dns, make_parts, make_source
-    from appliance.daemon.resign import Resignations
-    from appliance.daemon.statestore import AllocationStore, SnapshotStore
-    from appliance.kube.api import KubeConfigError
-    from appliance.web.app import StateHolder, WebServer, create_app
-    from appliance.web.metrics import make_registry
-
-    try:
-        parts = make_parts(config)
-    except KubeConfigError as e:
-        _log().error("cannot start", error=str(e))
-        return EXIT_BAD_INPUT
-    daemon = Daemon(
-        config,
-        parts,
-        load_config=lambda: load_config(config_path),
-        make_source=make_source,
-        make_dns=make_dns,
-        notifier=Notifier(),
-        store=AllocationStore.in_dir(config.state_dir),
-        resignations=Resignations.in_dir(config.state_dir, [i.name for i in config.ha.instances]),
-        snapshots=SnapshotStore.in_dir(config.state_dir),
-    )
-    holder = StateHolder()
-    registry, histogram = make_registry(holder.get)
-    snapshots = snapshot.Snapshots(daemon)
-    daemon.on_tick.append(lambda: holder.set(snapshots.build()))
-    daemon.on_sync.append(lambda record: histogram.observe(record.seconds))
-    host, port = config.web.listen
-    try:
-        app = create_app(holder, registry, config.web, _actions(daemon))
-        web = WebServer(app, host, port)
-    except OSError as e:
-        _log().error("cannot start the web", listen=f"{host}:{port}", error=e.strerror or str(e))
-        return EXIT_FAILED
-    web.start()
-    _log().info("web", url=f"http://{host}:{web.address[1]}/")
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
-    try:
-        await daemon.run()
-    except OSError as e:  # a port taken, an interface missing: one line, not a trace
-        _log().error("cannot run", error=str(e))
-        return EXIT_FAILED
-    finally:
-        await asyncio.to_thread(web.stop)
-    return 0
-
-
-def _actions(daemon: Any) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
-    """The web's changes, run on the daemon's loop (the web thread never touches it)."""
-    loop = asyncio.get_running_loop()
-
-    def act(what: str, body: dict[str, Any]) -> dict[str, Any]:
-        instance, seconds = body.get("instance"), body.get("for_seconds")
-        if instance is not None and not isinstance(instance, str):
-            raise ValueError("instance: a name or null (every instance)")
-        if seconds is not None and (
-            isinstance(seconds, bool) or not isinstance(seconds, int | float)
-        ):
-            raise ValueError("for_seconds: a number of seconds or null (until resumed)")
-
-        async def run() -> dict[str, Any]:
-            if what == "resign":
-                names = daemon.resign(instance, seconds)
-            else:
-                names = daemon.resume(instance)
-            return {"instances": names, "resigned": daemon.resignations.listing()}
-
-        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=5)
-
-    return act
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from appliance import logs
-    from appliance.commands.common import load_or_report
+    # Deferred: the daemon's modules (Flask, pyroute2, aiohttp, ~0.7 s) load for `run` only,
+    # not for every command that cli.py registers.
+    from appliance import logs, wiring
 
     config = load_or_report(args.config)
     if config is None:
         return EXIT_BAD_INPUT
     logs.configure(args.log_level)
-    return asyncio.run(serve(config, args.config))
+    return asyncio.run(wiring.serve(config, args.config))
 
 
 # --- appliance status ----------------------------------------------------------------------
@@ -205,8 +115,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     url = args.url
     auth: tuple[str, str] | None = None
     if args.status_config:
-        from appliance.commands.common import load_or_report
-
         config = load_or_report(args.status_config)
         if config is None:
             return EXIT_BAD_INPUT

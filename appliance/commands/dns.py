@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.cluster.files import FilesSource
-from appliance.config import ConfigError, load_config
-from appliance.config_types import DnsConfig
+from appliance.config import ConfigError, DnsConfig, load_config
 from appliance.dns.zone import build_zone, next_serial, render_zonefile
 from appliance.model import Record
 from appliance.plan import plan

@@ -19,17 +19,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
-import ipaddress
 import json
 import logging
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from appliance.address import PoolRanges, in_pools, parse_ip
+from appliance.config import ConfigError, load_config, parse_duration
+from appliance.ha.firewall import render
+from appliance.model import Vip
 
 EXIT_BAD_CONFIG = 2
 
@@ -98,6 +105,8 @@ def _write(path: str | None, text: str) -> None:
 
 
 async def _run(args: argparse.Namespace, config: Any, vips: list[Any]) -> int:
+    # Deferred here and in _release: pyroute2 (~0.2 s), which --handover and
+    # --print-firewall do not need; --release in ExecStopPost races a takeover.
     from appliance.ha.link import LinkError
     from appliance.ha.speaker import Speaker
 
@@ -128,7 +137,6 @@ async def _run(args: argparse.Namespace, config: Any, vips: list[Any]) -> int:
 async def _release(config: Any) -> int:
     from appliance.ha.announce import release_strays
     from appliance.ha.link import LinkError
-    from appliance.ha.speaker import in_pools
     from appliance.ha.vmac import Vmac
 
     try:
@@ -151,9 +159,6 @@ async def _release(config: Any) -> int:
 
 
 def cmd_ha(args: argparse.Namespace) -> int:
-    from appliance.config import ConfigError, load_config
-    from appliance.model import Vip
-
     path = getattr(args, "config", None) or args.config_opt
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -175,40 +180,23 @@ def cmd_ha(args: argparse.Namespace) -> int:
     if args.release:
         return asyncio.run(_release(config))
     if args.print_firewall:
-        from appliance.ha.firewall import render
-
         print(render(config.ha), end="")
         return 0
     vips = []
     for text in args.vip:
-        try:
-            address = ipaddress.ip_address(text)
-        except ValueError:
+        address = parse_ip(text)
+        if address is None:
             print(f"appliance ha: --vip {text!r}: not an IP address", file=sys.stderr)
             return EXIT_BAD_CONFIG
-        pool = next(
-            (
-                p.name
-                for p in config.pools
-                for first, last in p.ranges
-                if first.version == address.version and first <= address <= last  # type: ignore[operator]
-            ),
-            None,
-        )
+        pool = PoolRanges.of(config.pools).pool_of(address)
         if pool is None:
             print(f"appliance ha: --vip {text}: in no pool of {path}", file=sys.stderr)
             return EXIT_BAD_CONFIG
-        vips.append(Vip(str(address), pool, ()))
+        vips.append(Vip(str(address), pool.name, ()))
     return asyncio.run(_run(args, config, vips))
 
 
 def _handover(args: argparse.Namespace, config: Any) -> int:
-    import base64
-    import urllib.error
-    import urllib.request
-
-    from appliance.config_values import parse_duration
-
     body: dict[str, Any] = {"instance": args.instance}
     if args.action == "resign" and args.duration is not None:
         seconds = parse_duration(args.duration)

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.config import ConfigError, load_config
-from appliance.config_types import Config
+from appliance.cluster.files import FilesSource
+from appliance.config import Config, ConfigError, load_config
 from appliance.health.targets import Targets, derive_targets
+from appliance.plan import plan
 
 if TYPE_CHECKING:
     from appliance.health.checker import TargetStatus
@@ -55,9 +56,6 @@ def register(subparsers: Any) -> None:
 
 
 def _targets(args: argparse.Namespace) -> tuple[Config, Targets]:
-    from appliance.cluster.files import FilesSource
-    from appliance.plan import plan
-
     try:
         config = load_config(args.health_config)
     except ConfigError as e:

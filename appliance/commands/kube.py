@@ -102,7 +102,7 @@ async def mint_token(
     api: KubeApi, namespace: str, account: str, seconds: int, secret: str | None
 ) -> tuple[str, str | None]:
     """(token, CA PEM from the Secret if any)."""
-    from appliance.kube.api import ApiError
+    from appliance.kube.api import ApiError  # deferred: aiohttp, as at the top
 
     try:
         if secret:
@@ -133,6 +133,7 @@ async def mint_token(
 
 
 async def _run(args: argparse.Namespace) -> str:
+    # Deferred: aiohttp, as at the top.
     from appliance.kube.api import KubeApi, KubeConfigError, from_kubeconfig
 
     try:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance.lab import topology
+from appliance.lab.demo import demo
+from appliance.lab.lab import EXAMPLES, Lab
 
 
 def register(subparsers: Any) -> None:
@@ -75,7 +77,6 @@ def _as_root(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 @_as_root
 def cmd_up(args: argparse.Namespace) -> int:
-    from appliance.lab.lab import EXAMPLES, Lab
 
     ports = [p for p in (args.web_ports or [8080, 8081]) if p]
     lab = Lab(args.prefix)
@@ -95,7 +96,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 @_as_root
 def cmd_down(args: argparse.Namespace) -> int:
-    from appliance.lab.lab import Lab
 
     removed = Lab(args.prefix).down()
     for line in removed:
@@ -106,7 +106,6 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from appliance.lab.lab import Lab
 
     lab = Lab(args.prefix)
     st = lab.status()
@@ -140,7 +139,6 @@ def cmd_heal(args: argparse.Namespace) -> int:
 
 
 def _fault(args: argparse.Namespace, action: str) -> int:
-    from appliance.lab.lab import Lab
 
     lab = Lab(args.prefix)
     try:
@@ -155,6 +153,5 @@ def _fault(args: argparse.Namespace, action: str) -> int:
 
 @_as_root
 def cmd_demo(args: argparse.Namespace) -> int:
-    from appliance.lab.demo import demo
 
     return demo(args.prefix)

@@ -22,14 +22,13 @@ from typing import Any
 
 import structlog
 
-from appliance.config import ConfigError
-from appliance.config_types import Config, DnsConfig
+from appliance.config import Config, ConfigError, DnsConfig
 from appliance.daemon.notify import Notifier
 from appliance.daemon.parts import DnsPart, Parts, SourcePart, close_dataplane
 from appliance.daemon.resign import Resignations
 from appliance.daemon.statestore import AllocationStore, SnapshotStore
 from appliance.dataplane.base import ApplyReport, Dataplane
-from appliance.ha.speaker import InstanceStatus
+from appliance.ha.status import InstanceStatus
 from appliance.health.state import Verdict
 from appliance.health.targets import Target, derive_targets
 from appliance.model import ClusterState, DesiredState, Problem

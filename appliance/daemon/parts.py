@@ -1,27 +1,23 @@
-"""What the loop drives, as narrow interfaces, and the real adapters built from a config.
+"""What the loop drives, as narrow interfaces, and the two cluster sources behind one.
 
 The loop only sees these Protocols, so its tests run against in-memory stand-ins and the
 real adapters (nftables/IPVS, the VRRP speaker, the DNS server, the health checker, the
 files or Kubernetes source) plug in unchanged.
 
-The builders below import each adapter inside the function that makes it, on purpose: a
-host loads only what its config asks for (the Kubernetes client and aiohttp only with the
-API source; IPVS or nftables, not both).
+The real ones are chosen and built in `appliance.wiring`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from appliance.config_types import Config, DnsConfig
+from appliance.cluster.files import FilesSource
 from appliance.dataplane.base import Dataplane
 from appliance.dns.server import DnsStats
-from appliance.ha.speaker import HaStatus, InstanceStatus
+from appliance.ha.status import HaStatus, InstanceStatus
 from appliance.health.checker import TargetStatus
 from appliance.health.state import Verdict
 from appliance.health.targets import Target
@@ -29,8 +25,6 @@ from appliance.model import ClusterState, DesiredState, Record, Vip
 
 if TYPE_CHECKING:
     from appliance.kube.link import KubeLink
-
-log = logging.getLogger(__name__)
 
 FILES_POLL = 0.05  # seconds between stat() sweeps of the manifests folder
 
@@ -105,8 +99,6 @@ class FilesFeed:
     kind = "files"
 
     def __init__(self, folder: str, interval: float = FILES_POLL) -> None:
-        from appliance.cluster.files import FilesSource
-
         self.folder = folder
         self.interval = interval
         self.source = FilesSource(folder)
@@ -175,67 +167,6 @@ class KubeFeed:
         if self._open:
             self._open = False
             await self.link.__aexit__(None, None, None)
-
-
-def make_source(config: Config) -> SourcePart:
-    """Raises KubeConfigError (one line) when the API settings are unusable."""
-    if config.cluster.manifests:
-        return FilesFeed(config.cluster.manifests)
-    from appliance.kube.link import KubeLink
-
-    return KubeFeed(KubeLink.from_config(config, socket.gethostname()))
-
-
-def make_dns(config: DnsConfig) -> DnsPart | None:
-    if not config.enabled:
-        return None
-    from appliance.dns.server import DnsServer
-
-    return DnsServer(config)
-
-
-def make_parts(config: Config) -> Parts:
-    """The real adapters the config asks for. Nothing is started here."""
-    from appliance.dataplane.backends import make_backend
-
-    speaker: SpeakerPart | None = None
-    if config.ha.interface is not None and config.ha.instances:
-        from appliance.ha.process import SpeakerProcess
-
-        # A process of its own, so no work of the loop's can delay an advert; and no
-        # master without a plan: a host that has not synced must not take VIPs away.
-        speaker = SpeakerProcess(config.ha, pools=config.pools, wait_for_plan=True)
-    dns = make_dns(config.dns)
-    health: HealthPart | None = None
-    if config.health.enabled:
-        health = counting_checker(config.health.max_in_flight)
-    return Parts(
-        source=make_source(config),
-        dataplane=make_backend(config),
-        speaker=speaker,
-        dns=dns,
-        health=health,
-    )
-
-
-def counting_checker(max_in_flight: int) -> HealthPart:
-    """The health checker, counting every result by outcome for /metrics (the checker
-    itself counts only checks and verdict changes)."""
-    from collections import Counter
-
-    from appliance.health.checker import HealthChecker
-    from appliance.health.verdict import Outcome
-
-    class CountingChecker(HealthChecker):
-        def __init__(self) -> None:
-            super().__init__(max_in_flight=max_in_flight)
-            self.results: Counter[str] = Counter()
-
-        def record(self, key: tuple[str, str], gen: int, outcome: Outcome) -> None:
-            self.results["ok" if outcome.ok else "failed"] += 1
-            super().record(key, gen, outcome)
-
-    return CountingChecker()
 
 
 def close_dataplane(part: Dataplane | None) -> None:

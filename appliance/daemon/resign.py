@@ -106,10 +106,14 @@ class Resignations:
             self._save()
         return {n: r.reason() for n, r in sorted(self._by_name.items())}
 
+    def held(self) -> list[Resignation]:
+        """Every resignation in force, by instance name."""
+        return [r for _, r in sorted(self._by_name.items())]
+
     def listing(self) -> list[dict[str, Any]]:
         return [
             {"instance": r.instance, "since": r.since, "until": r.until, "reason": r.reason()}
-            for _, r in sorted(self._by_name.items())
+            for r in self.held()
         ]
 
     def _names(self, instance: str | None) -> list[str]:

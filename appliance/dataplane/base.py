@@ -9,13 +9,13 @@ re-applying an unchanged desired state sends nothing to the kernel.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from appliance.config_types import Pool
+from appliance.address import PoolRanges, host_port
+from appliance.config import Pool
 from appliance.model import DesiredState, VirtualService
 
 Connections = Mapping[tuple[str, int, str], Mapping[str, int]]
@@ -64,12 +64,14 @@ class ReadErrors:
 
     def failed(self, e: Exception) -> None:
         if str(e) != self.last:
-            log.warning("%s unreadable: %s", self.what, e)
+            log.warning(
+                "%s unreadable: %s", self.what, e, extra={"what": self.what, "error": str(e)}
+            )
         self.last = str(e)
 
     def ok(self) -> None:
         if self.last is not None:
-            log.info("%s readable again", self.what)
+            log.info("%s readable again", self.what, extra={"what": self.what})
             self.last = None
 
 
@@ -109,34 +111,23 @@ class Dataplane(Protocol):
 class Ownership:
     """The VIP ranges of our pools: what a backend may touch and delete."""
 
-    ranges: tuple[tuple[int, int, int], ...] = field(default=())  # (version, first, last)
+    pools: PoolRanges[Pool] = field(default_factory=lambda: PoolRanges[Pool](()))
 
     @classmethod
     def of_pools(cls, pools: Iterable[Pool]) -> Ownership:
-        out: list[tuple[int, int, int]] = []
-        for pool in pools:
-            for first, last in pool.ranges:
-                out.append((first.version, int(first), int(last)))
-        return cls(tuple(out))
+        return cls(PoolRanges.of(pools))
 
     def owns(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        n = int(ip)
-        return any(v == ip.version and lo <= n <= hi for v, lo, hi in self.ranges)
+        return self.pools.holds(address)
 
 
 def vs_label(vs: VirtualService) -> str:
     """`tcp 198.18.32.1:80`, `udp [fd00:198:18:32::1]:53`: how reports name a service."""
-    host = f"[{vs.vip}]" if ":" in vs.vip else vs.vip
-    return f"{vs.protocol.lower()} {host}:{vs.port}"
+    return f"{vs.protocol.lower()} {host_port(vs.vip, vs.port)}"
 
 
 def rs_label(vs: VirtualService, address: str) -> str:
-    host = f"[{address}]" if ":" in address else address
-    return f"{vs_label(vs)} -> {host}:{vs.real_port}"
+    return f"{vs_label(vs)} -> {host_port(address, vs.real_port)}"
 
 
 def by_key(services: Sequence[VirtualService]) -> dict[tuple[str, int, str], VirtualService]:

@@ -22,7 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.config_types import DataplaneConfig
+from pyroute2 import IPVS, IPVSService  # type: ignore[import-untyped,unused-ignore]
+from pyroute2 import netns as pnetns  # type: ignore[import-untyped,unused-ignore]
+
+from appliance.address import host_port
+from appliance.config import DataplaneConfig
 from appliance.dataplane import conntrack, ipvsnl, sysctl
 from appliance.dataplane.base import (
     ApplyReport,
@@ -109,8 +113,6 @@ class IpvsBackend:
     @staticmethod
     def _enter(netns: str | None) -> None:
         if netns:
-            from pyroute2 import netns as pnetns  # type: ignore[import-untyped,unused-ignore]
-
             pnetns.setns(netns)
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -119,8 +121,6 @@ class IpvsBackend:
 
     @staticmethod
     def _open_ipvs() -> Any:
-        from pyroute2 import IPVS  # type: ignore[import-untyped,unused-ignore]
-
         try:
             return IPVS()
         except Exception as e:  # the family is missing: ip_vs not loaded
@@ -137,8 +137,6 @@ class IpvsBackend:
         return self._rsock
 
     def _svc_msg(self, svc: IpvsService) -> Any:
-        from pyroute2 import IPVSService  # type: ignore[import-untyped,unused-ignore]
-
         six = ":" in svc.vip
         return IPVSService(
             addr=svc.vip,
@@ -197,17 +195,7 @@ class IpvsBackend:
         changed since the last pass (or still drain) are looked at: the kernel is read
         once, at the first pass, then our record of it is kept in step. Changes go out
         in pipelined batches (ipvsnl); any refusal makes the next pass re-read."""
-        if self._kernel is None or self._last is None:
-            self._kernel = self._read()
-            keys = set(wanted) | set(self._kernel)
-        else:
-            last = self._last
-            get = last.get
-            keys = {k for k, vs in wanted.items() if (o := get(k)) is not vs and o != vs}
-            keys.update(last.keys() - wanted.keys())
-            keys.update(k for k, _ in self._draining)
-        kernel = self._kernel
-        now = self.clock()
+        kernel, keys = self._keys_to_look_at(wanted)
         ops: list[ipvsnl.Op] = []
         did: dict[str, list[str]] = {
             "added": [],
@@ -218,67 +206,16 @@ class IpvsBackend:
             "calls": [],
         }
         todo: list[Key] = sorted(keys)
+        now = self.clock()
         for key in todo:
             vs = wanted.get(key)
-            if vs is None:
-                continue
-            svc, dests = entries(vs)
-            ks = kernel.get(key)
-            if ks is None:
-                ops.append(ipvsnl.add_service(svc))
-                ks = kernel[key] = KernelService(svc)
-                did["added"].append(vs_label(vs))
-            elif ks.svc != svc:
-                ops.append(ipvsnl.set_service(svc))
-                ks.svc = svc
-                did["changed"].append(vs_label(vs))
-            touched = False
-            for addr, dest in dests.items():
-                have = ks.dests.get(addr)
-                self._draining.pop((key, addr), None)
-                if have == dest:
-                    continue
-                if have is None:
-                    ops.append(ipvsnl.add_dest(svc, dest))
-                elif have.port != dest.port:  # the port is part of the key: replace
-                    ops.append(ipvsnl.del_dest(svc, have))
-                    ops.append(ipvsnl.add_dest(svc, dest))
-                else:
-                    ops.append(ipvsnl.set_dest(svc, dest))
-                ks.dests[addr] = dest
-                touched = True
-            leaving = [a for a in ks.dests if a not in dests]
-            if any(ks.dests[a].weight == 0 and (key, a) in self._draining for a in leaving):
-                self._read_dests(ks)  # fresh ActiveConns for the drain decision
-                did["calls"].append("")
-            for addr in leaving:
-                have = ks.dests[addr]
-                label = rs_label(vs, addr)
-                deadline = self._draining.get((key, addr))
-                if have.weight != 0 or deadline is None:
-                    if have.weight != 0:
-                        drained = IpvsDest(have.address, have.port, 0, have.fwd)
-                        ops.append(ipvsnl.set_dest(ks.svc, drained))
-                        ks.dests[addr] = drained
-                    self._draining[(key, addr)] = now + self.config.drain_timeout
-                    did["draining"].append(label)
-                    touched = True
-                elif ks.active.get(addr, 0) == 0 or now >= deadline:
-                    ops.append(ipvsnl.del_dest(ks.svc, have))
-                    del ks.dests[addr]
-                    self._draining.pop((key, addr), None)
-                    did["gone"].append(f"{vs.protocol}|{vs.vip}|{vs.port}|{addr}")
-                    touched = True
-                else:
-                    did["draining"].append(label)
-            if touched and vs_label(vs) not in did["added"] + did["changed"]:
-                did["changed"].append(vs_label(vs))
+            if vs is not None:
+                self._sync_service(kernel, key, vs, now, ops, did)
         for key in [k for k in keys if k in kernel and k not in wanted]:
             ks = kernel.pop(key)
             ops.append(ipvsnl.del_service(ks.svc))
             vip, port, proto = key
-            host = f"[{vip}]" if ":" in vip else vip
-            did["removed"].append(f"{proto.lower()} {host}:{port}")
+            did["removed"].append(f"{proto.lower()} {host_port(vip, port)}")
             did["gone"].extend(f"{proto}|{vip}|{port}|{a}" for a in ks.dests)
             for a in ks.dests:
                 self._draining.pop((key, a), None)
@@ -290,6 +227,99 @@ class IpvsBackend:
         self._last = dict(wanted)
         self._todo = todo
         return did
+
+    def _keys_to_look_at(
+        self, wanted: dict[Key, VirtualService]
+    ) -> tuple[dict[Key, KernelService], set[Key]]:
+        """Our record of the kernel, and the services to look at: every one at the first
+        pass (reading the kernel), then those that changed, went away or still drain."""
+        if self._kernel is None or self._last is None:
+            self._kernel = self._read()
+            return self._kernel, set(wanted) | set(self._kernel)
+        last = self._last
+        get = last.get
+        keys = {k for k, vs in wanted.items() if (o := get(k)) is not vs and o != vs}
+        keys.update(last.keys() - wanted.keys())
+        keys.update(k for k, _ in self._draining)
+        return self._kernel, keys
+
+    def _sync_service(
+        self,
+        kernel: dict[Key, KernelService],
+        key: Key,
+        vs: VirtualService,
+        now: float,
+        ops: list[ipvsnl.Op],
+        did: dict[str, list[str]],
+    ) -> None:
+        """The service and its destinations as `vs` says; those it no longer lists drain."""
+        svc, dests = entries(vs)
+        ks = kernel.get(key)
+        if ks is None:
+            ops.append(ipvsnl.add_service(svc))
+            ks = kernel[key] = KernelService(svc)
+            did["added"].append(vs_label(vs))
+        elif ks.svc != svc:
+            ops.append(ipvsnl.set_service(svc))
+            ks.svc = svc
+            did["changed"].append(vs_label(vs))
+        touched = False
+        for addr, dest in dests.items():
+            have = ks.dests.get(addr)
+            self._draining.pop((key, addr), None)
+            if have == dest:
+                continue
+            if have is None:
+                ops.append(ipvsnl.add_dest(svc, dest))
+            elif have.port != dest.port:  # the port is part of the key: replace
+                ops.append(ipvsnl.del_dest(svc, have))
+                ops.append(ipvsnl.add_dest(svc, dest))
+            else:
+                ops.append(ipvsnl.set_dest(svc, dest))
+            ks.dests[addr] = dest
+            touched = True
+        leaving = [a for a in ks.dests if a not in dests]
+        if self._drain(key, vs, ks, leaving, now, ops, did):
+            touched = True
+        if touched and vs_label(vs) not in did["added"] + did["changed"]:
+            did["changed"].append(vs_label(vs))
+
+    def _drain(
+        self,
+        key: Key,
+        vs: VirtualService,
+        ks: KernelService,
+        leaving: list[str],
+        now: float,
+        ops: list[ipvsnl.Op],
+        did: dict[str, list[str]],
+    ) -> bool:
+        """Weight 0 first, then gone once idle or past drain_timeout. True: a change."""
+        touched = False
+        if any(ks.dests[a].weight == 0 and (key, a) in self._draining for a in leaving):
+            self._read_dests(ks)  # fresh ActiveConns for the drain decision
+            did["calls"].append("")
+        for addr in leaving:
+            have = ks.dests[addr]
+            label = rs_label(vs, addr)
+            deadline = self._draining.get((key, addr))
+            if have.weight != 0 or deadline is None:
+                if have.weight != 0:
+                    drained = IpvsDest(have.address, have.port, 0, have.fwd)
+                    ops.append(ipvsnl.set_dest(ks.svc, drained))
+                    ks.dests[addr] = drained
+                self._draining[(key, addr)] = now + self.config.drain_timeout
+                did["draining"].append(label)
+                touched = True
+            elif ks.active.get(addr, 0) == 0 or now >= deadline:
+                ops.append(ipvsnl.del_dest(ks.svc, have))
+                del ks.dests[addr]
+                self._draining.pop((key, addr), None)
+                did["gone"].append(f"{vs.protocol}|{vs.vip}|{vs.port}|{addr}")
+                touched = True
+            else:
+                did["draining"].append(label)
+        return touched
 
     def _link(self) -> ipvsnl.IpvsLink:
         if self._nl is None:

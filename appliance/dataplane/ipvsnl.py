@@ -15,6 +15,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from appliance.address import packed
 from appliance.dataplane.ipvsrules import (
     FWD_METHOD,
     IP_VS_SVC_F_PERSISTENT,
@@ -57,15 +58,9 @@ def _be16(v: int) -> bytes:
     return struct.pack("!H", v)
 
 
-def _addr(address: str) -> tuple[int, bytes]:
-    if ":" in address:
-        return socket.AF_INET6, socket.inet_pton(socket.AF_INET6, address)
-    return socket.AF_INET, socket.inet_pton(socket.AF_INET, address)
-
-
 def service_attrs(svc: IpvsService, full: bool) -> bytes:
     """IPVS_CMD_ATTR_SERVICE: the key, and for add/set everything else the kernel wants."""
-    af, raw = _addr(svc.vip)
+    af, raw = packed(svc.vip)
     out = (
         attr(SVC_ADDR, raw)
         + attr(SVC_AF, _u16(af))
@@ -86,7 +81,7 @@ def service_attrs(svc: IpvsService, full: bool) -> bytes:
 
 
 def dest_attrs(dest: IpvsDest, full: bool) -> bytes:
-    af, raw = _addr(dest.address)
+    af, raw = packed(dest.address)
     key = (
         attr(DEST_ADDR, raw) + attr(DEST_ADDR_FAMILY, _u16(af)) + attr(DEST_PORT, _be16(dest.port))
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from appliance.address import host_port
 from appliance.dataplane.nftrules import collapse_ranges
 from appliance.model import VirtualService
 
@@ -52,12 +53,8 @@ def entries(vs: VirtualService) -> tuple[IpvsService, dict[str, IpvsDest]]:
     return svc, dests
 
 
-def hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 def service_args(svc: IpvsService) -> str:
-    out = f"{PROTO_FLAG[svc.protocol]} {hostport(svc.vip, svc.port)} -s {svc.scheduler}"
+    out = f"{PROTO_FLAG[svc.protocol]} {host_port(svc.vip, svc.port)} -s {svc.scheduler}"
     if svc.persistence:
         out += f" -p {svc.persistence}"
         out += " -M 128" if ":" in svc.vip else " -M 255.255.255.255"
@@ -66,8 +63,8 @@ def service_args(svc: IpvsService) -> str:
 
 def dest_args(svc: IpvsService, dest: IpvsDest) -> str:
     return (
-        f"{PROTO_FLAG[svc.protocol]} {hostport(svc.vip, svc.port)}"
-        f" -r {hostport(dest.address, dest.port)} {IPVSADM_FWD[dest.fwd]} -w {dest.weight}"
+        f"{PROTO_FLAG[svc.protocol]} {host_port(svc.vip, svc.port)}"
+        f" -r {host_port(dest.address, dest.port)} {IPVSADM_FWD[dest.fwd]} -w {dest.weight}"
     )
 
 

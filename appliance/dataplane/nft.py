@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.config_types import DataplaneConfig
+from appliance.config import DataplaneConfig
 from appliance.dataplane import conntrack, libnft, sysctl
 from appliance.dataplane.base import (
     ApplyReport,
@@ -84,21 +84,10 @@ class NftablesBackend:
 
     # --- pure parts -------------------------------------------------------------------
 
-    def _fragments(
-        self, wanted: dict[Key, VirtualService], old: _Applied | None
-    ) -> dict[Key, Fragment]:
-        out: dict[Key, Fragment] = {}
-        for key, vs in wanted.items():
-            if old is not None and old.services.get(key) == vs:
-                out[key] = old.fragments[key]
-            else:
-                out[key] = fragment(vs, self.seed)
-        return out
-
     def script(self, desired: DesiredState) -> str:
         """The full transaction for `desired`, without the marker (stable for golden files)."""
         wanted = by_key(_sorted(desired.virtual_services))
-        return render_full(build(self._fragments(wanted, None).values()), self.table)
+        return render_full(build(fragment(vs, self.seed) for vs in wanted.values()), self.table)
 
     def render(self, desired: DesiredState) -> str:
         return self.script(desired)
@@ -148,27 +137,7 @@ class NftablesBackend:
         if old is not None and old.services == wanted:
             return ApplyReport(self.name, seconds=time.perf_counter() - t0)
         await self._preflight(wanted)
-        # The services that differ from what we applied: identity first (plan() reuses
-        # unchanged values), equality second, so 20,000 unchanged services cost little.
-        if old is None:
-            touched = list(wanted)
-            frags = {k: fragment(vs, self.seed) for k, vs in wanted.items()}
-            digests = {k: digest(f) for k, f in frags.items()}
-            total = sum(digests.values())
-        else:
-            get = old.services.get
-            touched = [k for k, vs in wanted.items() if (o := get(k)) is not vs and o != vs]
-            touched.extend(old.services.keys() - wanted.keys())
-            frags, digests, total = dict(old.fragments), dict(old.digests), old.total
-            for k in touched:
-                if k in digests:
-                    total -= digests.pop(k)
-                    del frags[k]
-                vs = wanted.get(k)
-                if vs is not None:
-                    frags[k] = fragment(vs, self.seed)
-                    digests[k] = digest(frags[k])
-                    total += digests[k]
+        touched, frags, digests, total = self._changed(wanted, old)
         marker = marker_of(total)
         added: list[str] = []
         changed: list[str] = []
@@ -194,17 +163,7 @@ class NftablesBackend:
                 cmds = [*delta.commands, *marker_cmds(self.table, marker)]
                 await self._nft("\n".join(cmds) + "\n")
             calls = 1
-            for k in touched:
-                o, n = old.services.get(k), wanted.get(k)
-                if o is None and n is not None:
-                    added.append(vs_label(n))
-                elif n is None and o is not None:
-                    removed.append(vs_label(o))
-                    stale.extend((o, rs.address) for rs in o.real_servers)
-                elif o is not None and n is not None:
-                    changed.append(vs_label(n))
-                    keep = {rs.address for rs in n.real_servers if rs.weight > 0}
-                    stale.extend((o, rs.address) for rs in o.real_servers if rs.address not in keep)
+            added, changed, removed, stale = _changes(touched, old.services, wanted)
         if old is None or full:
             lb = {c.name for f in frags.values() for c in f.chains if c.shared}
         else:
@@ -212,23 +171,53 @@ class NftablesBackend:
                 c.name for k in touched if k in frags for c in frags[k].chains if c.shared
             }
         self._applied = _Applied(dict(wanted), frags, digests, total, lb, marker)
-        warn = list(warnings)
+        return ApplyReport(
+            self.name,
+            added=tuple(sorted(added)),
+            changed=tuple(sorted(changed)),
+            removed=tuple(sorted(removed)),
+            warnings=(*warnings, *await self._forget(stale)),
+            seconds=time.perf_counter() - t0,
+            full_replace=full,
+            kernel_calls=calls,
+        )
+
+    def _changed(
+        self, wanted: dict[Key, VirtualService], old: _Applied | None
+    ) -> tuple[list[Key], dict[Key, Fragment], dict[Key, int], int]:
+        """The services that differ from what we applied, and every service's fragment
+        and digest: identity first (plan() reuses unchanged values), equality second, so
+        20,000 unchanged services cost little."""
+        if old is None:
+            frags = {k: fragment(vs, self.seed) for k, vs in wanted.items()}
+            digests = {k: digest(f) for k, f in frags.items()}
+            return list(wanted), frags, digests, sum(digests.values())
+        get = old.services.get
+        touched = [k for k, vs in wanted.items() if (o := get(k)) is not vs and o != vs]
+        touched.extend(old.services.keys() - wanted.keys())
+        frags, digests, total = dict(old.fragments), dict(old.digests), old.total
+        for k in touched:
+            if k in digests:
+                total -= digests.pop(k)
+                del frags[k]
+            vs = wanted.get(k)
+            if vs is not None:
+                frags[k] = fragment(vs, self.seed)
+                digests[k] = digest(frags[k])
+                total += digests[k]
+        return touched, frags, digests, total
+
+    async def _forget(self, stale: list[tuple[VirtualService, str]]) -> list[str]:
+        """Drop the conntrack entries of UDP flows to backends that left (TCP ends by
+        itself); a failure is a warning, the rules are already in."""
+        warn: list[str] = []
         for vs, address in stale:
             if vs.protocol == "UDP":
                 try:
                     await conntrack.forget_udp(vs.vip, vs.port, address, self.netns)
                 except DataplaneError as e:
                     warn.append(f"{rs_label(vs, address)}: {e}")
-        return ApplyReport(
-            self.name,
-            added=tuple(sorted(added)),
-            changed=tuple(sorted(changed)),
-            removed=tuple(sorted(removed)),
-            warnings=tuple(warn),
-            seconds=time.perf_counter() - t0,
-            full_replace=full,
-            kernel_calls=calls,
-        )
+        return warn
 
     async def _load_full(
         self, wanted: dict[Key, VirtualService], frags: dict[Key, Fragment], marker: str
@@ -375,3 +364,25 @@ def read_back(doc: dict[str, Any]) -> tuple[VirtualService, ...]:
                 )
             )
     return tuple(out)
+
+
+def _changes(
+    touched: list[Key], old: Mapping[Key, VirtualService], wanted: Mapping[Key, VirtualService]
+) -> tuple[list[str], list[str], list[str], list[tuple[VirtualService, str]]]:
+    """(added, changed, removed) labels, and the (service, backend) pairs that left."""
+    added: list[str] = []
+    changed: list[str] = []
+    removed: list[str] = []
+    stale: list[tuple[VirtualService, str]] = []
+    for k in touched:
+        o, n = old.get(k), wanted.get(k)
+        if o is None and n is not None:
+            added.append(vs_label(n))
+        elif n is None and o is not None:
+            removed.append(vs_label(o))
+            stale.extend((o, rs.address) for rs in o.real_servers)
+        elif o is not None and n is not None:
+            changed.append(vs_label(n))
+            keep = {rs.address for rs in n.real_servers if rs.weight > 0}
+            stale.extend((o, rs.address) for rs in o.real_servers if rs.address not in keep)
+    return added, changed, removed, stale

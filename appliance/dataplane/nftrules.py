@@ -23,10 +23,11 @@ import hashlib
 import ipaddress
 import zlib
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from math import gcd
 
+from appliance.address import host_port
 from appliance.model import VirtualService
 
 MASQ_MARK = 0x4000  # kube-proxy's masquerade bit; the same meaning if both share a host
@@ -122,89 +123,81 @@ def collapse_ranges(ranges: Iterable[str], version: int) -> tuple[tuple[str, ...
     return tuple(str(n) for n in merged), bad
 
 
-def fragment(vs: VirtualService, seed: int = DEFAULT_SEED) -> Fragment:
-    v6 = vs.family == "IPv6"
-    ipf = "ip6" if v6 else "ip"
-    addr_type = "ipv6_addr" if v6 else "ipv4_addr"
-    proto = vs.protocol.lower()
-    vid = vs_id(vs)
-    chain = f"vs-{vid}"
-    sets: list[NftSet] = []
-    chains: list[NftChain] = []
-    rules: list[str] = []
-    warnings: list[str] = []
+@dataclass(slots=True)
+class _Draft:
+    """A service's Fragment while fragment()'s steps add to it, with its family's words."""
 
-    if vs.source_ranges is not None:
-        ranges, bad = collapse_ranges(vs.source_ranges, 6 if v6 else 4)
-        warnings.extend(f"{vs.service} {vid}: source range {r!r} ignored" for r in bad)
-        if ranges:
-            src = f"src-{vid}"
-            sets.append(NftSet(src, "set", f"type {addr_type}; flags interval;", ranges))
-            rules.append(f"{ipf} saddr != @{src} drop")
-        else:
-            rules.append("drop")  # ranges listed, none of this family: nobody may connect
-    if vs.forwarding != "nat":
-        warnings.append(
-            f"{vs.service} {vid}: forwarding {vs.forwarding} is IPVS-only; nftables uses nat"
+    vs: VirtualService
+    ipf: str  # "ip" | "ip6"
+    addr_type: str  # "ipv4_addr" | "ipv6_addr"
+    fam: str  # "4" | "6"
+    proto: str
+    vid: str
+    sets: list[NftSet] = field(default_factory=list)
+    chains: list[NftChain] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)  # of the service's own chain vs-<vid>
+    shared: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, vs: VirtualService) -> _Draft:
+        v6 = vs.family == "IPv6"
+        return cls(
+            vs,
+            ipf="ip6" if v6 else "ip",
+            addr_type="ipv6_addr" if v6 else "ipv4_addr",
+            fam="6" if v6 else "4",
+            proto=vs.protocol.lower(),
+            vid=vs_id(vs),
         )
-    rules.append(f"meta mark set meta mark | {MASQ_MARK:#x}")
 
+    def warn(self, what: str) -> None:
+        self.warnings.append(f"{self.vs.service} {self.vid}: {what}")
+
+    def vip_entry(self, verdict: str) -> tuple[str, str]:
+        vs = self.vs
+        return (f"vips{self.fam}", f"{vs.vip} . {self.proto} . {vs.port} : {verdict}")
+
+    def done(self) -> Fragment:
+        return Fragment(
+            tuple(self.sets), tuple(self.chains), tuple(self.shared), tuple(self.warnings)
+        )
+
+
+def fragment(vs: VirtualService, seed: int = DEFAULT_SEED) -> Fragment:
+    d = _Draft.of(vs)
+    chain = f"vs-{d.vid}"
+    _source_filter(d)
+    if vs.forwarding != "nat":
+        d.warn(f"forwarding {vs.forwarding} is IPVS-only; nftables uses nat")
+    d.rules.append(f"meta mark set meta mark | {MASQ_MARK:#x}")
     slots = _slots(vs)
-    live = sorted({vs.real_servers[i].address for i in slots})
-    affinity = vs.persistence_timeout > 0
-    fam = "6" if v6 else "4"
-    shared: list[tuple[str, str]] = [
-        (f"vips{fam}", f"{vs.vip} . {proto} . {vs.port} : goto {chain}")
-    ]
-    ep_name = {a: f"ep-{vid}-{ident(a)}" for a in live}
-    if affinity:  # kube-proxy's shape: a chain per endpoint records the client, then DNATs
-        for address in live:
-            aff = f"aff-{vid}-{ident(address)}"
-            decl = f"type {addr_type}; flags dynamic,timeout; timeout {vs.persistence_timeout}s;"
-            sets.append(NftSet(aff, "set", decl))
-            rules.append(f"{ipf} saddr @{aff} goto {ep_name[address]}")
-            target = f"[{address}]" if v6 else address
-            ep_rules = (
-                f"update @{aff} {{ {ipf} saddr }}",
-                f"meta l4proto {proto} dnat {ipf} to {target}:{vs.real_port}",
-            )
-            chains.append(NftChain(ep_name[address], ep_rules))
-
-    if vs.scheduler in HASHING:
-        key = f"{ipf} daddr" if vs.scheduler == "dh" else f"{ipf} saddr"
-        pick = f"jhash {key} mod {len(slots)} seed {seed:#x}"
-    else:
-        if vs.scheduler in FALLBACK:
-            warnings.append(
-                f"{vs.service} {vid}: scheduler {vs.scheduler} needs connection counts;"
-                " nftables uses weighted round robin"
-            )
-        elif vs.scheduler not in ROUND_ROBIN:
-            warnings.append(
-                f"{vs.service} {vid}: unknown scheduler {vs.scheduler!r}; using round robin"
-            )
-        pick = f"numgen inc mod {len(slots)}"
+    d.shared.append(d.vip_entry(f"goto {chain}"))
+    ep_name = _affinity_chains(d, sorted({vs.real_servers[i].address for i in slots}))
     # The slot is looked up in a map shared by the services of this family and protocol
     # that hash to the same bucket, keyed by VIP . port . slot. One small map per service
     # is slow (nft fetches every set's definition before any change; 20,000 sets take
     # 0.2 s); one map for all is slow too (the kernel checks each element against every
     # rule bound to the map: rules x elements). Buckets keep both small.
-    lookup = f"{ipf} daddr . {proto} dport . {pick}"
-    bucket = f"{fam}-{proto}-{zlib.crc32(f'{vs.vip}|{vs.port}'.encode()) % BUCKETS:02d}"
+    lookup = f"{d.ipf} daddr . {d.proto} dport . {_pick(d, len(slots), seed)}"
+    bucket = f"{d.fam}-{d.proto}-{zlib.crc32(f'{vs.vip}|{vs.port}'.encode()) % BUCKETS:02d}"
     if not slots:
-        rules.append("drop")  # no endpoints: refuse rather than fall through to the host
-    elif affinity:
+        d.rules.append("drop")  # no endpoints: refuse rather than fall through to the host
+        if vs.source_ranges is None:
+            d.shared[0] = d.vip_entry("drop")
+            return d.done()
+    elif ep_name:
         eps = f"eps{bucket}"
         for n, i in enumerate(slots):
             target = ep_name[vs.real_servers[i].address]
-            shared.append((eps, f"{vs.vip} . {vs.port} . {n} : goto {target}"))
-        rules.append(f"{lookup} vmap @{eps}")
+            d.shared.append((eps, f"{vs.vip} . {vs.port} . {n} : goto {target}"))
+        d.rules.append(f"{lookup} vmap @{eps}")
     else:
         dst = f"dst{bucket}"
         for n, i in enumerate(slots):
             address = vs.real_servers[i].address
-            shared.append((dst, f"{vs.vip} . {vs.port} . {n} : {address} . {vs.real_port}"))
-        dnat = f"meta l4proto {proto} dnat {ipf} addr . port to {lookup} map @{dst}"
+            d.shared.append((dst, f"{vs.vip} . {vs.port} . {n} : {address} . {vs.real_port}"))
+        dnat = f"meta l4proto {d.proto} dnat {d.ipf} addr . port to {lookup} map @{dst}"
         if vs.source_ranges is None:
             # Nothing of its own to check: jump straight to the chain shared by every such
             # service of this bucket, scheduler and slot count. 20,000 services then need
@@ -212,15 +205,60 @@ def fragment(vs: VirtualService, seed: int = DEFAULT_SEED) -> Fragment:
             # Those services share the numgen counter: each still gets an even spread.
             tag = ("hd" if vs.scheduler == "dh" else "hs") if vs.scheduler in HASHING else "n"
             lb = f"lb{bucket}-{tag}{len(slots)}"
-            chains.append(NftChain(lb, (rules[-1], dnat), shared=True))
-            shared[0] = (f"vips{fam}", f"{vs.vip} . {proto} . {vs.port} : goto {lb}")
-            return Fragment(tuple(sets), tuple(chains), tuple(shared), tuple(warnings))
-        rules.append(dnat)
-    if not slots and vs.source_ranges is None:
-        shared[0] = (f"vips{fam}", f"{vs.vip} . {proto} . {vs.port} : drop")
-        return Fragment(tuple(sets), tuple(chains), tuple(shared), tuple(warnings))
-    chains.append(NftChain(chain, tuple(rules)))
-    return Fragment(tuple(sets), tuple(chains), tuple(shared), tuple(warnings))
+            d.chains.append(NftChain(lb, (d.rules[-1], dnat), shared=True))
+            d.shared[0] = d.vip_entry(f"goto {lb}")
+            return d.done()
+        d.rules.append(dnat)
+    d.chains.append(NftChain(chain, tuple(d.rules)))
+    return d.done()
+
+
+def _source_filter(d: _Draft) -> None:
+    """loadBalancerSourceRanges: a set of the allowed sources and a drop for the rest."""
+    if d.vs.source_ranges is None:
+        return
+    ranges, bad = collapse_ranges(d.vs.source_ranges, int(d.fam))
+    for r in bad:
+        d.warn(f"source range {r!r} ignored")
+    if ranges:
+        src = f"src-{d.vid}"
+        d.sets.append(NftSet(src, "set", f"type {d.addr_type}; flags interval;", ranges))
+        d.rules.append(f"{d.ipf} saddr != @{src} drop")
+    else:
+        d.rules.append("drop")  # ranges listed, none of this family: nobody may connect
+
+
+def _affinity_chains(d: _Draft, live: list[str]) -> dict[str, str]:
+    """ClientIP affinity, kube-proxy's shape: a chain per endpoint records the client in a
+    timeout set, then DNATs. Real server address -> its chain; empty without affinity."""
+    vs = d.vs
+    if vs.persistence_timeout <= 0:
+        return {}
+    ep_name = {a: f"ep-{d.vid}-{ident(a)}" for a in live}
+    for address in live:
+        aff = f"aff-{d.vid}-{ident(address)}"
+        decl = f"type {d.addr_type}; flags dynamic,timeout; timeout {vs.persistence_timeout}s;"
+        d.sets.append(NftSet(aff, "set", decl))
+        d.rules.append(f"{d.ipf} saddr @{aff} goto {ep_name[address]}")
+        ep_rules = (
+            f"update @{aff} {{ {d.ipf} saddr }}",
+            f"meta l4proto {d.proto} dnat {d.ipf} to {host_port(address, vs.real_port)}",
+        )
+        d.chains.append(NftChain(ep_name[address], ep_rules))
+    return ep_name
+
+
+def _pick(d: _Draft, slots: int, seed: int) -> str:
+    """The expression that picks a slot: jhash for the hashing schedulers, numgen else."""
+    scheduler = d.vs.scheduler
+    if scheduler in HASHING:
+        key = f"{d.ipf} daddr" if scheduler == "dh" else f"{d.ipf} saddr"
+        return f"jhash {key} mod {slots} seed {seed:#x}"
+    if scheduler in FALLBACK:
+        d.warn(f"scheduler {scheduler} needs connection counts; nftables uses weighted round robin")
+    elif scheduler not in ROUND_ROBIN:
+        d.warn(f"unknown scheduler {scheduler!r}; using round robin")
+    return f"numgen inc mod {slots}"
 
 
 def base_objects() -> tuple[tuple[NftSet, ...], tuple[NftChain, ...]]:

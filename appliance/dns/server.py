@@ -25,7 +25,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from appliance.config_types import DnsConfig
+from appliance.address import socket_family_of
+from appliance.config import DnsConfig
 from appliance.dns import batch
 from appliance.dns.responder import DROPPED, RCODE_NAMES, Responder
 from appliance.dns.zone import SERVFAIL, Zone, build_zone, next_serial
@@ -137,7 +138,7 @@ class DnsServer:
             raise
 
     async def _listen(self, host: str, port: int) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family = socket_family_of(host)
         for attempt in range(20):
             udp = [self._udp_socket(family, host, port, self.workers > 1)]
             bound = udp[0].getsockname()[1]

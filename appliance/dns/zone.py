@@ -34,7 +34,7 @@ from dnslib import (  # type: ignore[import-untyped]
     DNSLabel,
 )
 
-from appliance.config_types import DnsConfig
+from appliance.config import DnsConfig
 from appliance.model import Record
 
 Wire = Any

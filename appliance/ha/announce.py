@@ -218,7 +218,8 @@ class Announcer:
                 )  # fmt: skip
             except OSError as e:
                 self.errors += len(chunk)
-                log.warning("%s: ip: %s", self.interface, e)
+                log.warning("%s: ip: %s", self.interface, e,
+                            extra={"interface": self.interface, "error": str(e)})  # fmt: skip
                 failed += chunk
                 continue
             _, err = await proc.communicate(("\n".join(lines) + "\n").encode())
@@ -234,7 +235,9 @@ class Announcer:
                 failed.append(vip)
                 if not (command == "del" and "Cannot assign requested address" in why):
                     self.errors += 1
-                    log.warning("%s: %s %s: %s", self.interface, command, vip, why)
+                    log.warning("%s: %s %s: %s", self.interface, command, vip, why,
+                                extra={"interface": self.interface, "command": command,
+                                       "vip": vip, "error": why})  # fmt: skip
         return failed
 
     def _forget_own_del(self, vip: str) -> None:
@@ -259,7 +262,8 @@ class Announcer:
 
     def _lost(self) -> None:
         """The kernel dropped events: read the interface again, put back what is missing."""
-        log.warning("%s: address events lost: reading the interface again", self.interface)
+        log.warning("%s: address events lost: reading the interface again", self.interface,
+                    extra={"interface": self.interface})  # fmt: skip
 
         async def resync() -> None:
             async with self._lock:
@@ -283,7 +287,8 @@ class Announcer:
                     f" and {len(back) - 5} more" if len(back) > 5 else ""
                 )
                 log.warning("%s: VIP %s was removed from the interface: added back",
-                            self.interface, shown)  # fmt: skip
+                            self.interface, shown,
+                            extra={"interface": self.interface, "vips": len(back)})  # fmt: skip
                 self.burst(back)
 
     async def _dump(self) -> set[str]:
@@ -317,7 +322,8 @@ class Announcer:
                 self.frames_sent += 1
             except OSError as e:  # link down: the next burst or refresh will do
                 self.errors += 1
-                log.debug("%s: announce %s: %s", self.interface, vip, e)
+                why = {"interface": self.interface, "vip": vip, "error": str(e)}
+                log.debug("%s: announce %s: %s", self.interface, vip, e, extra=why)
 
     async def _refresh(self) -> None:
         while True:
@@ -342,7 +348,8 @@ async def release_strays(interface: str, ours: Callable[[str], bool]) -> list[st
                 removed.append(address)
             except NetlinkError as e:
                 if e.code != errno.EADDRNOTAVAIL:
-                    log.warning("%s: del %s: %s", interface, address, e)
+                    why = {"interface": interface, "vip": address, "error": str(e)}
+                    log.warning("%s: del %s: %s", interface, address, e, extra=why)
     finally:
         ipr.close()
     return removed

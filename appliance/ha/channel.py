@@ -27,9 +27,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from appliance.config_types import HaConfig, Pool, TrackConfig, TrackInterface, VrrpInstance
+from appliance.config import HaConfig, Pool, TrackConfig, TrackInterface, VrrpInstance
 from appliance.ha.group import canonical
-from appliance.ha.speaker import HaStatus, InstanceStatus
+from appliance.ha.status import HaStatus, InstanceStatus
 
 CHUNK = 1000  # addresses per "vips" message
 LINE_LIMIT = 1 << 24  # bytes: a reader's bound for one line (a CHUNK is ~40 kB)

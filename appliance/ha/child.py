@@ -99,7 +99,8 @@ class Child:
             await self.speaker.stop()
             self.report()
             self.send({"op": "stopped"})
-            log.info("VRRP process %d: resigned, VIPs removed: exiting", os.getpid())
+            log.info("VRRP process %d: resigned, VIPs removed: exiting", os.getpid(),
+                     extra={"pid": os.getpid()})  # fmt: skip
         return 0
 
     async def _follow(self) -> None:
@@ -139,7 +140,7 @@ class Child:
                 await asyncio.sleep(0)
             except (channel.ChannelError, KeyError) as e:
                 # The daemon and this process are one program: say it, keep speaking.
-                log.error("channel: message refused: %s", e)
+                log.error("channel: message refused: %s", e, extra={"error": str(e)})
 
     async def _report_often(self) -> None:
         while True:
@@ -155,7 +156,8 @@ async def _watch_lag() -> None:
         late = loop.time() - asked
         if late > LAG_WARN:
             log.warning("VRRP process %d: its loop ran %d ms late (adverts and timers with it)",
-                        os.getpid(), late * 1000)  # fmt: skip
+                        os.getpid(), late * 1000,
+                        extra={"pid": os.getpid(), "late_ms": round(late * 1000)})  # fmt: skip
 
 
 async def _main() -> int:
@@ -192,7 +194,8 @@ def _first_for_the_cpu() -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
     except OSError as e:  # not root, or no CAP_SYS_NICE: slower under load, still correct
-        log.warning("VRRP process %d: cannot take nice %d: %s", os.getpid(), NICE, e)
+        log.warning("VRRP process %d: cannot take nice %d: %s", os.getpid(), NICE, e,
+                    extra={"pid": os.getpid(), "nice": NICE, "error": str(e)})  # fmt: skip
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from appliance.config_types import HaConfig
+from appliance.config import HaConfig
 from appliance.ha.vrrp import PROTO_VRRP
 
 TABLE = "appliance_vrrp"

@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from appliance.config_types import HaConfig, Pool, VrrpInstance
+from appliance.address import PoolRanges, version_of
+from appliance.config import HaConfig, Pool, VrrpInstance
 from appliance.dataplane.base import DataplaneError, run_tool
 from appliance.ha import channel, firewall
 from appliance.ha.announce import release_strays
-from appliance.ha.speaker import HaStatus, InstanceStatus, in_pools
+from appliance.ha.status import HaStatus, InstanceStatus
 from appliance.model import Vip
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class SpeakerProcess:
         self.ha = ha
         self.interface = ha.interface
         self.pools = tuple(pools)
-        self._ours = _in_pools(self.pools)
+        self._ours = PoolRanges.of(self.pools).holds
         self.on_change = on_change
         self.argv = tuple(argv or (sys.executable, "-m", "appliance.ha.child"))
         self.restarts = 0
@@ -104,15 +105,16 @@ class SpeakerProcess:
         except DataplaneError as e:
             rc, err = 1, str(e).encode()
         if rc:
+            error = err.decode(errors="replace").strip()
             log.warning(
                 "%s: VRRP peers filter not loaded (table inet %s): %s",
-                self.interface,
-                firewall.TABLE,
-                err.decode(errors="replace").strip(),
-            )
+                self.interface, firewall.TABLE, error,
+                extra={"interface": self.interface, "table": firewall.TABLE, "error": error},
+            )  # fmt: skip
         else:
             log.info("%s: VRRP accepted only from the peers (table inet %s)", self.interface,
-                     firewall.TABLE)  # fmt: skip
+                     firewall.TABLE,
+                     extra={"interface": self.interface, "table": firewall.TABLE})  # fmt: skip
 
     def set_vips(self, vips: Iterable[Vip], *, planned: bool = True) -> None:
         deltas: dict[str, tuple[list[str], list[str]]] = {}
@@ -181,7 +183,8 @@ class SpeakerProcess:
         try:
             await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
         except TimeoutError:
-            log.warning("%s: the VRRP process did not stop in time: killed", self.interface)
+            log.warning("%s: the VRRP process did not stop in time: killed", self.interface,
+                        extra={"interface": self.interface, "pid": proc.pid})  # fmt: skip
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
@@ -222,7 +225,8 @@ class SpeakerProcess:
             raise SpeakerError(
                 f"VRRP on {self.interface}: {first.get('message', first)} (exit {rc})"
             )
-        log.info("%s: VRRP process %d started", self.interface, proc.pid)
+        log.info("%s: VRRP process %d started", self.interface, proc.pid,
+                 extra={"interface": self.interface, "pid": proc.pid})  # fmt: skip
         # Everything told so far (a restart: the whole groups), and the plan if we had one.
         if self._failing:
             self._write({"op": "track", "failing": self._failing})
@@ -248,10 +252,10 @@ class SpeakerProcess:
                 return message
 
     def _classify(self, vips: Iterable[Vip]) -> dict[str, tuple[str, ...]]:
-        """speaker.instance_vips for every instance at once, each address parsed once."""
+        """status.instance_vips for every instance at once, each address parsed once."""
         keys = self._keys
         found: dict[str, set[tuple[int, str]]] = {i.name: set() for i in self.ha.instances}
-        wanted_families = [(i, 4 if i.family == "IPv4" else 6) for i in self.ha.instances]
+        wanted_families = [(i, version_of(i.family)) for i in self.ha.instances]
         seen: set[str] = set()
         for vip in vips:
             key = keys.get(vip.address)
@@ -289,12 +293,14 @@ class SpeakerProcess:
                 if message["op"] == "status":
                     self._take(message)
             except channel.ChannelError as e:
-                log.error("%s: VRRP process: message refused: %s", self.interface, e)
+                log.error("%s: VRRP process: message refused: %s", self.interface, e,
+                          extra={"interface": self.interface, "error": str(e)})  # fmt: skip
         rc = await proc.wait()
         if self._stopping:
             return
         self._exit, self._exit_at = f"the VRRP process exited ({rc})", time.time()
-        log.error("%s: %s; starting it again", self.interface, self._exit)
+        log.error("%s: %s; starting it again", self.interface, self._exit,
+                  extra={"interface": self.interface, "pid": proc.pid, "rc": rc})  # fmt: skip
         self._reported.clear()
         self._notify_all()
         # Nobody speaks for the VIPs it held: stop answering ARP for them now, not after
@@ -302,10 +308,12 @@ class SpeakerProcess:
         try:
             for vip in await release_strays(self.interface, self._ours):
                 log.warning(
-                    "%s: removed %s (the VRRP process died holding it)", self.interface, vip
-                )
+                    "%s: removed %s (the VRRP process died holding it)", self.interface, vip,
+                    extra={"interface": self.interface, "vip": vip},
+                )  # fmt: skip
         except Exception as e:
-            log.error("%s: removing the VIPs of the dead VRRP process: %s", self.interface, e)
+            log.error("%s: removing the VIPs of the dead VRRP process: %s", self.interface, e,
+                      extra={"interface": self.interface, "error": str(e)})  # fmt: skip
         while not self._stopping:
             await asyncio.sleep(RESTART_DELAY)
             if self._stopping:
@@ -315,7 +323,8 @@ class SpeakerProcess:
                 self.restarts += 1
                 return
             except (OSError, SpeakerError) as e:
-                log.error("%s: VRRP process: %s", self.interface, e)
+                log.error("%s: VRRP process: %s", self.interface, e,
+                          extra={"interface": self.interface, "error": str(e)})  # fmt: skip
 
     def _take(self, message: dict[str, Any]) -> None:
         got = channel.read_status(message)
@@ -354,10 +363,6 @@ class SpeakerProcess:
             restarts=self.restarts,
             configured_priority=config.priority,
         )
-
-
-def _in_pools(pools: Sequence[Pool]) -> Callable[[str], bool]:
-    return lambda address: in_pools(address, pools)
 
 
 def _owns(instance: VrrpInstance, pool: str) -> bool:

@@ -17,22 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import socket
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 
-from appliance.config_types import HaConfig, Pool, VrrpInstance
+from appliance.address import IPVersion, PoolRanges, version_of
+from appliance.config import HaConfig, Pool, VrrpInstance
 from appliance.ha import vrrp
 from appliance.ha.announce import Announcer, release_strays
 from appliance.ha.group import VipGroup
 from appliance.ha.link import LinkInfo, down_reason, lookup
+from appliance.ha.sockets import VrrpSockets
+from appliance.ha.status import HaStatus, InstanceStatus, instance_vips
 from appliance.ha.track import effective
 from appliance.ha.virtual_router import (
     LINK_DOWN,
@@ -40,7 +39,6 @@ from appliance.ha.virtual_router import (
     Announce,
     RouterSettings,
     Send,
-    State,
     Transition,
     VirtualRouter,
 )
@@ -51,69 +49,10 @@ log = logging.getLogger(__name__)
 
 LINK_POLL = 0.05  # seconds between interface state checks (Fault detection)
 LINK_LOCAL_WAIT_STEPS = 100  # x LINK_POLL: how long start() waits for an IPv6 link-local
-IPTOS_PREC_INTERNETCONTROL = 0xC0  # what keepalived and routers mark VRRP with
 # Until the first plan: the lowest priority there is, so a peer that holds VIPs keeps them
 # (keepalived users set vrrp_startup_delay for this). Alone on the LAN we still become
 # master, holding nothing until the plan says what.
 PLANLESS_PRIORITY = 1
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceStatus:
-    name: str
-    vrid: int
-    family: str
-    state: State
-    since: float  # wall-clock time of the last transition (epoch seconds)
-    reason: str  # why that transition happened
-    master: str | None  # the master's address as last seen (ours when we are master)
-    priority: int
-    advert_interval: float
-    adverts_in: int
-    adverts_out: int
-    dropped: Mapping[str, int]  # by reason (vrrp.DROP_REASONS, "send")
-    vips: tuple[str, ...]  # the group this instance owns
-    holding: tuple[str, ...]  # those of them on this host now
-    peers: tuple[str, ...] = ()  # whose adverts we accept; empty: any host on the LAN
-    restarts: int = 0  # times the speaker's process was started again after it died
-    configured_priority: int = 0  # before the plan and tracking: the config's
-
-
-@dataclass(frozen=True, slots=True)
-class HaStatus:
-    interface: str
-    instances: tuple[InstanceStatus, ...]
-    dropped: Mapping[str, int]  # adverts not attributable to an instance (garbage, other VRIDs)
-    garps_sent: int = 0  # gratuitous ARPs and unsolicited NAs, since start
-    failing: Mapping[str, str] = field(default_factory=dict)  # tracked cause -> what is wrong
-
-    @property
-    def owners(self) -> dict[str, str]:
-        """VIP -> the instance holding it on this host."""
-        return {vip: i.name for i in self.instances for vip in i.holding}
-
-
-def instance_vips(
-    instance: VrrpInstance, vips: Iterable[Vip], *, every_pool: bool = False
-) -> tuple[str, ...]:
-    """The VIPs an instance owns: its family, from its pools (all pools if it names none)."""
-    version = 4 if instance.family == "IPv4" else 6
-    chosen = {
-        str(ipaddress.ip_address(v.address))
-        for v in vips
-        if ipaddress.ip_address(v.address).version == version
-        and (every_pool or not instance.pools or v.pool in instance.pools)
-    }
-    return tuple(sorted(chosen, key=lambda a: int(ipaddress.ip_address(a))))
-
-
-def in_pools(address: str, pools: Sequence[Pool]) -> bool:
-    ip = ipaddress.ip_address(address)
-    return any(
-        first.version == ip.version and first <= ip <= last  # type: ignore[operator]
-        for pool in pools
-        for first, last in pool.ranges
-    )
 
 
 class _Instance:
@@ -132,79 +71,8 @@ class _Instance:
         self.timer: asyncio.TimerHandle | None = None
 
     @property
-    def family(self) -> vrrp.Family:
-        return 4 if self.config.family == "IPv4" else 6
-
-
-class _Channel:
-    """The two raw sockets of one family: receiving (multicast joined) and sending (bound to
-    our source address, which the checksum covers)."""
-
-    def __init__(self, family: vrrp.Family, link: LinkInfo) -> None:
-        self.family = family
-        self.source = link.ipv4 if family == 4 else link.ipv6_link_local
-        if self.source is None:
-            kind = "IPv4 address" if family == 4 else "IPv6 link-local address"
-            raise OSError(f"interface {link.name}: no {kind} to send VRRP from")
-        af = socket.AF_INET if family == 4 else socket.AF_INET6
-        self.recv = socket.socket(af, socket.SOCK_RAW, vrrp.PROTO_VRRP)
-        self.send = socket.socket(af, socket.SOCK_RAW, vrrp.PROTO_VRRP)
-        ifname = link.name.encode()
-        for s in (self.recv, self.send):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname)
-            s.setblocking(False)
-        if family == 4:
-            mreqn = struct.pack("4s4si", socket.inet_aton(vrrp.GROUP_V4), b"\0\0\0\0", link.index)
-            self.recv.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, vrrp.TTL)
-            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, vrrp.TTL)
-            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-            self.send.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, IPTOS_PREC_INTERNETCONTROL)
-            self.send.bind((self.source, 0))
-        else:
-            mreq = socket.inet_pton(socket.AF_INET6, vrrp.GROUP_V6) + struct.pack("@I", link.index)
-            self.recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
-            self.recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
-            self.recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, link.index)
-            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, vrrp.TTL)
-            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, vrrp.TTL)
-            self.send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            self.send.setsockopt(
-                socket.IPPROTO_IPV6, socket.IPV6_TCLASS, IPTOS_PREC_INTERNETCONTROL
-            )
-            self.send.bind((self.source, 0, 0, link.index))
-        self.index = link.index
-
-    def read(self) -> tuple[bytes, str, str, int] | None:
-        """One message as (vrrp bytes, source, destination, ttl); None when drained.
-        Raises AdvertError for an IPv4 packet whose header makes no sense."""
-        try:
-            data, ancillary, _, peer = self.recv.recvmsg(4096, 256)
-        except (BlockingIOError, InterruptedError):
-            return None
-        if self.family == 4:
-            packet = vrrp.parse_ipv4(data)
-            return packet.payload, packet.source, packet.destination, packet.ttl
-        ttl, destination = -1, vrrp.GROUP_V6
-        for level, kind, value in ancillary:
-            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_HOPLIMIT:
-                ttl = struct.unpack("@i", value[:4])[0]
-            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
-                destination = socket.inet_ntop(socket.AF_INET6, value[:16])
-        source = str(peer[0]).split("%")[0]
-        return data, source, destination, ttl
-
-    def sendto(self, message: bytes, destination: str) -> None:
-        if self.family == 4:
-            self.send.sendto(message, (destination, 0))
-        else:
-            self.send.sendto(message, (destination, 0, 0, self.index))
-
-    def close(self) -> None:
-        self.recv.close()
-        self.send.close()
+    def family(self) -> IPVersion:
+        return version_of(self.config.family)
 
 
 class Speaker:
@@ -228,7 +96,7 @@ class Speaker:
         self.on_change = on_change
         self.dropped: Counter[str] = Counter()
         self._instances: list[_Instance] = []
-        self._channels: dict[int, _Channel] = {}
+        self._channels: dict[int, VrrpSockets] = {}
         self._ipr: AsyncIPRoute | None = None
         self._link: LinkInfo | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -248,8 +116,7 @@ class Speaker:
         self._loop = asyncio.get_running_loop()
         self._ipr = AsyncIPRoute()
 
-        def ours(address: str) -> bool:
-            return in_pools(address, self.pools)
+        ours = PoolRanges.of(self.pools).holds
 
         # A VIP left behind by a killed run must not become our primary address.
         link = await lookup(self._ipr, self.interface, skip=ours)
@@ -268,15 +135,18 @@ class Speaker:
                 self._interfaces_failing[f"interface {t.name}"] = why
         # Nothing is held yet: a VIP on the interface is a killed run's (or someone's) leftover.
         for vip in await release_strays(self.interface, ours):
-            log.warning("%s: removed %s, a VIP this host does not hold (yet)", self.interface, vip)
+            log.warning(
+                "%s: removed %s, a VIP this host does not hold (yet)", self.interface, vip,
+                extra={"interface": self.interface, "vip": vip},
+            )  # fmt: skip
         await self.announcer.start()
-        for family in sorted({4 if i.family == "IPv4" else 6 for i in self.ha.instances}):
-            channel = _Channel(family, link)
+        for family in sorted({version_of(i.family) for i in self.ha.instances}):
+            channel = VrrpSockets(family, link)
             self._channels[family] = channel
             self._loop.add_reader(channel.recv.fileno(), self._readable, channel)
         now = self._loop.time()
         for config in self.ha.instances:
-            family = 4 if config.family == "IPv4" else 6
+            family = version_of(config.family)
             priority, fault = self._wanted(config)
             settings = RouterSettings(
                 vrid=config.vrid,
@@ -327,11 +197,9 @@ class Speaker:
         for inst in self._instances:
             log.info(
                 "%s: %s (VRID %d): first plan: priority %d",
-                self.interface,
-                inst.config.name,
-                inst.config.vrid,
-                inst.config.priority,
-            )
+                self.interface, inst.config.name, inst.config.vrid, inst.config.priority,
+                extra={**self._fields(inst), "priority": inst.config.priority},
+            )  # fmt: skip
         self._retrack()
 
     def track(self, failing: Mapping[str, str]) -> None:
@@ -341,9 +209,15 @@ class Speaker:
         if failing == self._failing:
             return
         for cause in sorted(failing.keys() - self._failing.keys()):
-            log.warning("%s: tracking: %s failing: %s", self.interface, cause, failing[cause])
+            log.warning(
+                "%s: tracking: %s failing: %s", self.interface, cause, failing[cause],
+                extra={"interface": self.interface, "cause": cause, "error": failing[cause]},
+            )  # fmt: skip
         for cause in sorted(self._failing.keys() - failing.keys()):
-            log.info("%s: tracking: %s recovered", self.interface, cause)
+            log.info(
+                "%s: tracking: %s recovered", self.interface, cause,
+                extra={"interface": self.interface, "cause": cause},
+            )  # fmt: skip
         self._failing = dict(failing)
         self._retrack()
 
@@ -354,9 +228,15 @@ class Speaker:
         if dict(instances) == self._held:
             return
         for name in sorted(instances.keys() - self._held.keys()):
-            log.warning("%s: %s: held back: %s", self.interface, name, instances[name])
+            log.warning(
+                "%s: %s: held back: %s", self.interface, name, instances[name],
+                extra={"interface": self.interface, "instance": name, "why": instances[name]},
+            )  # fmt: skip
         for name in sorted(self._held.keys() - instances.keys()):
-            log.info("%s: %s: released", self.interface, name)
+            log.info(
+                "%s: %s: released", self.interface, name,
+                extra={"interface": self.interface, "instance": name},
+            )  # fmt: skip
         self._held = dict(instances)
         self._retrack(cleared="released by the operator")
 
@@ -423,7 +303,8 @@ class Speaker:
         inst.announcer = self._announcer(vmac.name)
         await inst.announcer.start()
         log.info("%s: %s (VRID %d): virtual MAC %s on %s", self.interface, inst.config.name,
-                 inst.config.vrid, vmac.mac, vmac.name)  # fmt: skip
+                 inst.config.vrid, vmac.mac, vmac.name,
+                 extra={**self._fields(inst), "mac": vmac.mac, "link": vmac.name})  # fmt: skip
 
     async def _vmac_master(self, inst: _Instance) -> None:
         assert inst.vmac is not None
@@ -511,7 +392,14 @@ class Speaker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("%s: %s", self.interface, task.exception())
+            log.error(
+                "%s: %s", self.interface, task.exception(),
+                extra={"interface": self.interface, "error": str(task.exception())},
+            )  # fmt: skip
+
+    def _fields(self, inst: _Instance) -> dict[str, object]:
+        """The keys of an instance's log lines (see appliance.logs)."""
+        return {"interface": self.interface, "instance": inst.config.name, "vrid": inst.config.vrid}
 
     def _apply(self, inst: _Instance, actions: list[Action]) -> None:
         for action in actions:
@@ -524,11 +412,9 @@ class Speaker:
                     continue  # adverts in a row from the other side: the burst under way will do
                 log.info(
                     "%s: %s (VRID %d): announcing the VIPs again (%s)",
-                    self.interface,
-                    inst.config.name,
-                    inst.config.vrid,
-                    action.reason,
-                )
+                    self.interface, inst.config.name, inst.config.vrid, action.reason,
+                    extra={**self._fields(inst), "reason": action.reason},
+                )  # fmt: skip
                 inst.announcer.burst(inst.vips)
         self._schedule(inst)
 
@@ -560,6 +446,7 @@ class Speaker:
                     log.warning(
                         "%s: VRID %d: adverts are not going out (send to %s: %s)",
                         self.interface, inst.config.vrid, destination, e,
+                        extra={**self._fields(inst), "to": destination, "error": str(e)},
                     )  # fmt: skip
                 continue
             inst.adverts_out += 1
@@ -568,18 +455,15 @@ class Speaker:
                 log.warning(
                     "%s: VRID %d: adverts to %s go out again, after %d that could not be sent",
                     self.interface, inst.config.vrid, destination, failed,
+                    extra={**self._fields(inst), "to": destination, "failed": failed},
                 )  # fmt: skip
 
     def _transition(self, inst: _Instance, t: Transition) -> None:
         log.info(
             "%s: %s (VRID %d): %s -> %s (%s)",
-            self.interface,
-            inst.config.name,
-            inst.config.vrid,
-            t.old,
-            t.new,
-            t.reason,
-        )
+            self.interface, inst.config.name, inst.config.vrid, t.old, t.new, t.reason,
+            extra={**self._fields(inst), "old": t.old, "new": t.new, "reason": t.reason},
+        )  # fmt: skip
         if t.new == "master":
             take = self._vmac_master(inst) if inst.vmac else inst.announcer.hold(inst.vips)
             self._spawn(take)
@@ -605,7 +489,7 @@ class Speaker:
         inst.timer = None
         self._apply(inst, inst.router.expire(self._loop.time()))
 
-    def _readable(self, channel: _Channel) -> None:
+    def _readable(self, channel: VrrpSockets) -> None:
         assert self._loop is not None
         vrids = {i.config.vrid for i in self._instances if i.family == channel.family}
         for _ in range(64):  # bounded: a flood must not starve the timers
@@ -615,7 +499,8 @@ class Speaker:
                 self.dropped[e.reason] += 1
                 continue
             except OSError as e:
-                log.debug("%s: receive: %s", self.interface, e)
+                log.debug("%s: receive: %s", self.interface, e,
+                          extra={"interface": self.interface, "error": str(e)})  # fmt: skip
                 return
             if got is None:
                 return
@@ -626,7 +511,7 @@ class Speaker:
 
     def _receive(
         self,
-        channel: _Channel,
+        channel: VrrpSockets,
         vrids: set[int],
         message: bytes,
         source: str,
@@ -653,12 +538,14 @@ class Speaker:
             )
         except vrrp.AdvertError as e:
             (owner.dropped if owner else self.dropped)[e.reason] += 1
-            log.debug("%s: dropped advert: %s", self.interface, e)
+            why = {"interface": self.interface, "reason": e.reason, "source": source}
+            log.debug("%s: dropped advert: %s", self.interface, e, extra=why)
             return
         assert owner is not None
         if not vrrp.from_peer(source, owner.config.accepted_peers):
             owner.dropped["not_a_peer"] += 1
-            log.debug("%s: dropped advert: not_a_peer: from %s", self.interface, source)
+            why = {"interface": self.interface, "reason": "not_a_peer", "source": source}
+            log.debug("%s: dropped advert: not_a_peer: from %s", self.interface, source, extra=why)
             return
         owner.adverts_in += 1
         self._apply(owner, owner.router.receive(received.advert, source, self._loop.time()))
@@ -678,11 +565,18 @@ class Speaker:
                 continue
             cleared = ""
             if now_up != self._link_up:
-                log.info("%s: link %s", self.interface, "up" if now_up else "down")
+                log.info("%s: link %s", self.interface, "up" if now_up else "down",
+                         extra={"interface": self.interface, "up": now_up})  # fmt: skip
                 cleared = "interface up" if now_up else ""
             for cause in sorted(tracked.keys() - self._interfaces_failing.keys()):
-                log.warning("%s: tracking: %s %s", self.interface, cause, tracked[cause])
+                log.warning(
+                    "%s: tracking: %s %s", self.interface, cause, tracked[cause],
+                    extra={"interface": self.interface, "cause": cause, "error": tracked[cause]},
+                )  # fmt: skip
             for cause in sorted(self._interfaces_failing.keys() - tracked.keys()):
-                log.info("%s: tracking: %s up again", self.interface, cause)
+                log.info(
+                    "%s: tracking: %s up again", self.interface, cause,
+                    extra={"interface": self.interface, "cause": cause},
+                )  # fmt: skip
             self._link_up, self._interfaces_failing = now_up, tracked
             self._retrack(cleared)

@@ -82,7 +82,8 @@ class Vmac:
             _sysctl(f"ipv4/conf/{self.base}/arp_ignore", "1")
             _sysctl(f"ipv4/conf/{self.base}/arp_announce", "2")
         except OSError as e:
-            log.warning("use_vmac: %s: sysctl: %s", self.name, e)
+            log.warning("use_vmac: %s: sysctl: %s", self.name, e,
+                        extra={"link": self.name, "error": str(e)})  # fmt: skip
 
     async def set_up(self, up: bool) -> None:
         assert self._ipr is not None and self.index is not None, "create() first"

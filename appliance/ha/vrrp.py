@@ -13,6 +13,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from appliance.address import IPVersion, parse_ip, strip_zone
+
 PROTO_VRRP = 112
 VERSION = 3
 TYPE_ADVERT = 1
@@ -23,7 +25,6 @@ PRIORITY_OWNER = 255
 PRIORITY_STOP = 0  # "I am leaving": the backups take over after their skew time
 MAX_INTERVAL_CS = 0x0FFF  # 12 bits of centiseconds: 40.95 s
 
-Family = Literal[4, 6]
 DropReason = Literal[
     "short", "ip", "ttl", "version", "type", "length", "checksum", "vrid", "interval", "not_a_peer"
 ]
@@ -60,7 +61,7 @@ class Advert:
     priority: int
     interval_cs: int
     addresses: tuple[str, ...]
-    family: Family = 4
+    family: IPVersion = 4
 
     def __post_init__(self) -> None:
         if not 1 <= self.vrid <= 255:
@@ -94,10 +95,8 @@ def from_peer(source: str, peers: Collection[str]) -> bool:
     `peers` are in `ipaddress`'s canonical form (config normalises them)."""
     if not peers:
         return True
-    try:
-        return str(ipaddress.ip_address(source.split("%", maxsplit=1)[0])) in peers
-    except ValueError:
-        return False
+    address = parse_ip(strip_zone(source))
+    return address is not None and str(address) in peers
 
 
 def internet_checksum(data: bytes) -> int:
@@ -109,7 +108,7 @@ def internet_checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _pseudo_header(family: Family, source: str, destination: str, length: int) -> bytes:
+def _pseudo_header(family: IPVersion, source: str, destination: str, length: int) -> bytes:
     src = ipaddress.ip_address(source).packed
     dst = ipaddress.ip_address(destination).packed
     if family == 4:
@@ -117,7 +116,7 @@ def _pseudo_header(family: Family, source: str, destination: str, length: int) -
     return src + dst + struct.pack("!I3xB", length, PROTO_VRRP)
 
 
-def _packed_addresses(family: Family, addresses: Sequence[str]) -> bytes:
+def _packed_addresses(family: IPVersion, addresses: Sequence[str]) -> bytes:
     out = bytearray()
     for text in addresses:
         address = ipaddress.ip_address(text)
@@ -153,7 +152,7 @@ def encode(advert: Advert, source: str, destination: str, *, pseudo_header: bool
 def decode(
     message: bytes,
     *,
-    family: Family,
+    family: IPVersion,
     source: str,
     destination: str,
     ttl: int,

@@ -7,6 +7,7 @@ Just enough HTTP for a health endpoint: one fixed GET, a status line and a small
 
 from __future__ import annotations
 
+from appliance.address import host_port
 from appliance.health.targets import Target
 
 MAX_HEADER = 16 * 1024
@@ -19,9 +20,8 @@ class ProbeError(Exception):
 
 
 def request_bytes(target: Target) -> bytes:
-    host = f"[{target.address}]" if ":" in target.address else target.address
     return (
-        f"GET {target.path} HTTP/1.1\r\nHost: {host}:{target.port}\r\n"
+        f"GET {target.path} HTTP/1.1\r\nHost: {host_port(target.address, target.port)}\r\n"
         "User-Agent: appliance-health/1\r\nAccept: */*\r\n\r\n"
     ).encode("ascii", "replace")
 

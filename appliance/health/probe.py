@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from appliance.address import socket_family_of
 from appliance.health.http import RECV, ProbeError, Response, request_bytes
 from appliance.health.targets import Target, same_probe
 from appliance.health.verdict import Outcome, judge, os_error, reason, timed_out
@@ -126,7 +127,7 @@ class Probe:
         self.fresh = True
         t = self.target
         try:
-            sock = socket.socket(socket.AF_INET6 if ":" in t.address else socket.AF_INET)
+            sock = socket.socket(socket_family_of(t.address))
         except OSError as e:  # out of descriptors
             self._finish(False, reason(e))
             return

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from appliance.config_types import HealthConfig
-from appliance.config_values import fmt_seconds, parse_duration
+from appliance.address import host_port
+from appliance.config import HealthConfig, fmt_seconds, parse_duration
 from appliance.model import ClusterState, DesiredState, Problem, RealServer, Service
 
 CheckKind = Literal["tcp", "http", "kube-proxy", "kube-proxy-node"]
@@ -78,10 +78,9 @@ class Target:
     @property
     def endpoint(self) -> str:
         """How the status page names what is probed: `http://198.18.0.11:10256/healthz`."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
         if self.kind == "tcp":
-            return f"tcp://{host}:{self.port}"
-        return f"http://{host}:{self.port}{self.path}"
+            return f"tcp://{host_port(self.address, self.port)}"
+        return f"http://{host_port(self.address, self.port)}{self.path}"
 
 
 def same_probe(a: Target, b: Target) -> bool:

@@ -33,7 +33,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from appliance.config_types import ClusterConfig
+from appliance.address import host_port
+from appliance.config import ClusterConfig
 
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD = 60.0  # seconds; bound ServiceAccount tokens are rotated by the kubelet
@@ -123,9 +124,8 @@ def in_cluster(env: Mapping[str, str] | None = None, where: Path = IN_CLUSTER_DI
         raise KubeConfigError(f"in-cluster: no service account token at {token}")
     ns_file = where / "namespace"
     namespace = ns_file.read_text().strip() if ns_file.is_file() else "default"
-    host = f"[{host}]" if ":" in host else host
     return Connection(
-        server=f"https://{host}:{port}",
+        server=f"https://{host_port(host, port)}",
         token_file=str(token),
         ca_file=str(where / "ca.crt"),
         namespace=namespace,

@@ -11,16 +11,17 @@ rate across all objects. What is dropped is counted, never queued: Events are hi
 from __future__ import annotations
 
 import datetime
-import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import structlog
+
 from appliance.kube.api import ApiError, KubeApi
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 CONTROLLER = "appliance.io/load-balancer"
 NOTE_MAX = 1024  # bytes; the API refuses longer notes
@@ -112,7 +113,8 @@ class EventRecorder:
             await self.api.request("POST", path, body)
         except ApiError as e:
             self.failed += 1
-            log.warning("event %s on %s/%s not sent: %s", reason, about.namespace, about.name, e)
+            log.warning("event not sent", reason=reason, about=f"{about.namespace}/{about.name}",
+                        error=str(e))  # fmt: skip
             return False
         self.sent += 1
         return True

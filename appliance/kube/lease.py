@@ -20,15 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from appliance.kube.api import ApiError, KubeApi
 from appliance.kube.events import micro_time
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 def _parse_time(text: object) -> datetime.datetime | None:
@@ -73,7 +74,9 @@ class LeaseElector:
         self._valid_until = since + max(self.duration - self.renew, 0.0) if leader else 0.0
         if was != self.is_leader():
             log.info(
-                "lease %s/%s: %s", self.namespace, self.name, "leader" if leader else "follower"
+                "lease",
+                lease=f"{self.namespace}/{self.name}",
+                role="leader" if leader else "follower",
             )
             self.changed.set()
 

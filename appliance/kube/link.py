@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
+import structlog
+
 from appliance.cluster.kube import KubeSource, ResourceStatus
-from appliance.config_types import Config
+from appliance.config import Config
 from appliance.kube.api import KubeApi, connection_from_config
 from appliance.kube.events import EventRecorder
 from appliance.kube.lease import LeaseElector
 from appliance.kube.status import StatusWriter, SyncReport
 from appliance.model import ClusterState, DesiredState
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ class KubeLink:
         self._last = report
         if report.retry:
             for key, why in report.failed[:3]:
-                log.warning("status of %s not written: %s", key, why)
+                log.warning("status not written", service=key, error=why)
             self._retry = asyncio.create_task(self._again(state, desired))
         return report
 

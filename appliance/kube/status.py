@@ -16,19 +16,20 @@ brings the Service back with its new status, the same sync is not repeated.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.config_types import Config
+import structlog
+
+from appliance.address import PoolRanges
+from appliance.config import Config
 from appliance.kube.api import ApiError, KubeApi
 from appliance.kube.events import EventRecorder, EventType, Regarding
 from appliance.model import ClusterState, DesiredState, Service
 from appliance.plan import is_ours
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,18 +80,7 @@ class StatusWriter:
         self._written: set[str] = set()  # services whose ingress this process wrote
         self._real_servers: dict[str, frozenset[tuple[str, str, int]]] = {}
         self._problems: dict[str, tuple[str, ...]] = {}
-        self._networks = [
-            ipaddress.summarize_address_range(first, last)
-            for pool in config.pools
-            for first, last in pool.ranges
-        ]
-
-    def _in_pools(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for nets in self._networks for net in nets)
+        self._in_pools = PoolRanges.of(config.pools).holds
 
     def wanted(self, svc: Service, desired: DesiredState) -> tuple[str, ...] | None:
         """The ingress addresses this Service should show; None: not ours to touch."""
@@ -149,7 +139,8 @@ class StatusWriter:
                 except ApiError as e:
                     if not (e.code == 422 and "ipMode" in e.message and self.ip_mode):
                         raise
-                    log.info("the API server refuses ipMode (%s): writing ingress without it", e)
+                    log.info("the API server refuses ipMode: writing ingress without it",
+                             error=str(e))  # fmt: skip
                     self.ip_mode = False
                     await self._patch(path, wanted)
             except ApiError as e:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appliance.address import host_port
 from appliance.lab import image as lab_image
 from appliance.lab import topology
 from appliance.lab.lab import Lab
@@ -82,8 +83,8 @@ def show_services(state: dict[str, Any]) -> list[tuple[str, str, int]]:
         seen = set()
         for p in s["ports"]:
             rs = " ".join(f"{r['node']}:{p['real_port']}/{r['weight']}" for r in p["real_servers"])
-            vip = f"[{p['vip']}]" if ":" in p["vip"] else p["vip"]
-            line = f"{s['key']:18} {vip + ':' + str(p['port']) + '/' + p['protocol']:26} "
+            vip = host_port(p["vip"], p["port"]) + "/" + p["protocol"]
+            line = f"{s['key']:18} {vip:26} "
             say(line + f"{s['policy'] or '-':8} {rs or '-'}")
             seen.add(p["vip"])
             if p["protocol"] == "TCP" and ":" not in p["vip"]:

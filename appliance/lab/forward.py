@@ -21,6 +21,8 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from appliance.address import socket_family_of
+
 CLONE_NEWNET = 0x40000000
 
 
@@ -86,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--to", required=True, help="host:port inside the lab")
     args = p.parse_args(argv)
     host, port = split_hostport(args.listen)
-    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener = socket.socket(socket_family_of(host))
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))

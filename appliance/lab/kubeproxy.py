@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from appliance.address import host_port
 from appliance.model import (
     ClusterState,
     EndpointSlice,
@@ -49,8 +50,7 @@ class Backend:
     node: str
 
     def __str__(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
+        return host_port(self.address, self.port)
 
 
 @dataclass(frozen=True, slots=True)

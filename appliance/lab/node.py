@@ -63,7 +63,7 @@ class Node:
         self.stop = asyncio.Event()
 
     def say(self, line: str) -> None:
-        log.info("%s: %s", self.node, line)
+        log.info("%s: %s", self.node, line, extra={"node": self.node})
 
     # --- the loop ---------------------------------------------------------------------------
 

@@ -22,7 +22,8 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from appliance.config_types import Config, Pool
+from appliance.address import IPAddress, PoolRanges, family_of_version, parse_ip, version_of
+from appliance.config import Config, Pool
 from appliance.model import (
     ANN_ADDRESS_POOL,
     ANN_ALLOW_SHARED_IP,
@@ -32,8 +33,6 @@ from appliance.model import (
     Problem,
     Service,
 )
-
-_FAMILY_OF_VERSION: dict[int, Family] = {4: "IPv4", 6: "IPv6"}
 
 
 def age_key(svc: Service) -> tuple[bool, str, str, str]:
@@ -91,28 +90,17 @@ class _PoolIndex:
     """Pools as integer ranges, for membership tests and a forward-only free search."""
 
     pools: tuple[Pool, ...]
-    ranges: list[tuple[Pool, int, int, int]] = field(default_factory=list)  # pool, ver, lo, hi
     cursor: dict[tuple[str, int], int] = field(default_factory=dict)
+    held: PoolRanges[Pool] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.held = PoolRanges.of(self.pools)
         for pool in self.pools:
-            for i, (first, last) in enumerate(pool.ranges):
-                self.ranges.append((pool, first.version, int(first), int(last)))
+            for i, (first, _) in enumerate(pool.ranges):
                 self.cursor[(pool.name, i)] = int(first)
 
-    def pool_of(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Pool | None:
-        n = int(ip)
-        for pool, ver, lo, hi in self.ranges:
-            if ver == ip.version and lo <= n <= hi:
-                return pool
-        return None
-
-
-def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
+    def pool_of(self, ip: IPAddress) -> Pool | None:
+        return self.held.pool_of(ip)
 
 
 def _text(n: int, version: int) -> str:
@@ -200,11 +188,11 @@ class _Allocator:
         picked: dict[Family, tuple[str, Pool]] = {}
         named = svc.annotations.get(ANN_ADDRESS_POOL)
         for text in asked:
-            ip = _parse_ip(text)
+            ip = parse_ip(text.strip())
             if ip is None:
                 self.problem(svc, f"requested address {text!r} is not an IP address")
                 return
-            fam = _FAMILY_OF_VERSION[ip.version]
+            fam = family_of_version(ip.version)
             if fam in picked:
                 self.problem(svc, f"requested addresses name two {fam} addresses")
                 return
@@ -246,10 +234,10 @@ class _Allocator:
             return  # pass 2 reports it
         names = {p.name for p in pools}
         for text in held:
-            ip = _parse_ip(text)
+            ip = parse_ip(text.strip())
             if ip is None:
                 continue
-            fam = _FAMILY_OF_VERSION[ip.version]
+            fam = family_of_version(ip.version)
             if fam not in families or fam in self.result.get(svc.key, {}):
                 continue
             pool = self.index.pool_of(ip)
@@ -312,7 +300,7 @@ class _Allocator:
             return
         found: dict[Family, tuple[str, str]] = {}
         for fam in missing:
-            version = 4 if fam == "IPv4" else 6
+            version = version_of(fam)
             fam_pools = [p for p in pools if fam in p.families]
             got = self.shared_address(holder, fam_pools, version)
             if got is None:

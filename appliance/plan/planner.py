@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
 
-from appliance.config_types import Config
+from appliance.address import packed
+from appliance.config import Config
 from appliance.model import (
     Allocation,
     ClusterState,
@@ -235,17 +235,11 @@ def _vips(allocations: Mapping[str, Allocation]) -> tuple[Vip, ...]:
     for alloc in allocations.values():
         for address, pool in zip(alloc.addresses, alloc.pools, strict=True):
             owners.setdefault(address, (pool, []))[1].append(alloc.service)
+    # Packed bytes sort numerically, IPv4 (AF_INET) before IPv6: cheaper than ipaddress.
     return tuple(
         Vip(address, pool, tuple(sorted(services)))
-        for address, (pool, services) in sorted(owners.items(), key=lambda kv: _ip_sort(kv[0]))
+        for address, (pool, services) in sorted(owners.items(), key=lambda kv: packed(kv[0]))
     )
-
-
-def _ip_sort(address: str) -> tuple[int, bytes]:
-    # Packed bytes sort numerically, IPv4 before IPv6: cheaper than ipaddress.
-    if ":" in address:
-        return (6, socket.inet_pton(socket.AF_INET6, address))
-    return (4, socket.inet_pton(socket.AF_INET, address))
 
 
 def plan(

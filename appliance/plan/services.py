@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from appliance.config_types import Config
+from appliance.config import Config
 from appliance.model import (
     ANN_SCHEDULER,
     SCHEDULERS,
@@ -30,6 +30,7 @@ from appliance.model import (
     Problem,
     RealServer,
     Service,
+    ServicePort,
     VirtualService,
     family_of,
 )
@@ -138,32 +139,20 @@ def plan_service(
     local = svc.external_traffic_policy == "Local"
     out: list[VirtualService] = []
     failing_open = False
-    by_family: dict[Family, dict[str, dict[str, int]]] = {}
+    weights: dict[Family, dict[str, dict[str, int]]] = {}  # Local: per family, port, node
     for port in svc.ports:
-        if forwarding == "nat":
-            if port.node_port is None:
-                cause = (
-                    "allocateLoadBalancerNodePorts is false"
-                    if not svc.allocate_load_balancer_node_ports
-                    else "the Service has no nodePort for it"
-                )
-                problems.append(
-                    f"port {port.name or port.port}/{port.protocol}: not served: nat forwarding "
-                    f"reaches nodes on their NodePort, and {cause}"
-                )
-                continue
-            real_port = port.node_port
-        else:
-            real_port = port.port
+        real_port = _real_port(svc, port, forwarding)
+        if isinstance(real_port, str):
+            problems.append(real_port)
+            continue
         for vip in allocation.addresses:
             fam = family_of(vip)
             if local:
-                if fam not in by_family:
-                    by_family[fam] = local_weights(slices, fam)
-                weights = by_family[fam].get(port.name, {})
+                if fam not in weights:
+                    weights[fam] = local_weights(slices, fam)
                 servers = tuple(
                     RealServer(node, nodes.address[(node, fam)], w)
-                    for node, w in sorted(weights.items())
+                    for node, w in sorted(weights[fam].get(port.name, {}).items())
                     if (node, fam) in nodes.address
                 )
                 checked = _weigh(servers, down)
@@ -202,3 +191,21 @@ def plan_service(
                     f"loadBalancerSourceRanges has no {fam} range: its {fam} VIP admits no client"
                 )
     return tuple(out), tuple(Problem("Service", svc.key, p) for p in problems)
+
+
+def _real_port(svc: Service, port: ServicePort, forwarding: str) -> int | str:
+    """The nodes' port for a Service port, or why it cannot be served: nat reaches the
+    nodes on their NodePort; dr and tun deliver VIP:port unchanged."""
+    if forwarding != "nat":
+        return port.port
+    if port.node_port is not None:
+        return port.node_port
+    cause = (
+        "allocateLoadBalancerNodePorts is false"
+        if not svc.allocate_load_balancer_node_ports
+        else "the Service has no nodePort for it"
+    )
+    return (
+        f"port {port.name or port.port}/{port.protocol}: not served: nat forwarding "
+        f"reaches nodes on their NodePort, and {cause}"
+    )

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from appliance.config_types import DnsConfig
+from appliance.config import DnsConfig
 from appliance.model import EndpointPort, ServicePort
 from appliance.plan import plan
 from tests.unit.builders import config, ep, ingress, lb, pool, slice_, state

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from appliance.config_types import DnsConfig
+from appliance.config import DnsConfig
 from appliance.dns.server import DnsServer
 from appliance.dns.zone import build_zone, render_zonefile
 from appliance.model import Record

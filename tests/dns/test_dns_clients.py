@@ -22,7 +22,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from appliance.config_types import DnsConfig
+from appliance.config import DnsConfig
 from appliance.dns.server import DnsServer
 from appliance.model import Record
 from tests.dns.conftest import DNS, cluster_records, needs_tools

@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from appliance.config_types import HealthConfig
-from appliance.health import HealthChecker, derive_targets
+from appliance.config import HealthConfig
+from appliance.health.checker import HealthChecker
+from appliance.health.targets import derive_targets
 from appliance.model import ClusterState, DesiredState
 from appliance.plan import plan
 from tests.health.backends import Backend, free_port

@@ -10,7 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.health import Prober, Target
+from appliance.health.probe import Prober
+from appliance.health.targets import Target
 from tests.health.backends import Backend, free_port
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from appliance.cluster.kube import KubeSource
-from appliance.config_types import ClusterConfig, Config, Pool
+from appliance.config import ClusterConfig, Config, Pool
 from appliance.kube.api import ApiError, Connection, KubeApi
 from appliance.kube.status import StatusWriter
 from appliance.plan import Planner

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import ipaddress
 
-from appliance.config_types import ClusterConfig, Config, Pool
+from appliance.config import ClusterConfig, Config, Pool
 from appliance.kube.api import Connection, KubeApi
 from appliance.kube.link import KubeLink
 from appliance.plan import Planner

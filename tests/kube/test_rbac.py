@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from appliance.config_types import ClusterConfig, Config, Pool
+from appliance.config import ClusterConfig, Config, Pool
 from appliance.kube.api import Connection, KubeApi
 from appliance.kube.link import KubeLink
 from appliance.plan import Planner

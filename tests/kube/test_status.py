@@ -9,7 +9,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from appliance.config_types import ClusterConfig, Config, Pool
+from appliance.config import ClusterConfig, Config, Pool
 from appliance.kube.api import Connection, KubeApi
 from appliance.kube.events import EventRecorder
 from appliance.kube.status import StatusWriter

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from appliance.config_types import Config, DataplaneConfig, DnsConfig, LabelSelector, Pool
+from appliance.config import Config, DataplaneConfig, DnsConfig, LabelSelector, Pool
 from appliance.model import (
     ClusterState,
     Endpoint,

@@ -17,15 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.config import (
-    ConfigError,
-    load_config,
-    parse_config,
-    parse_duration,
-    parse_listen,
-    parse_range,
-)
-from appliance.config_types import (
     ClusterConfig,
+    ConfigError,
     DataplaneConfig,
     DnsConfig,
     HaConfig,
@@ -37,6 +30,11 @@ from appliance.config_types import (
     TrackInterface,
     VrrpInstance,
     WebConfig,
+    load_config,
+    parse_config,
+    parse_duration,
+    parse_listen,
+    parse_range,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +49,7 @@ MINIMAL: dict[str, Any] = {
     "pools": [{"name": "default", "addresses": ["198.18.100.0/28"]}],
 }
 
-# Every key of the schema, each set to the default config_types.py gives it.
+# Every key of the schema, each set to the default config/types.py gives it.
 EVERY_KEY_AT_DEFAULT = """
 cluster:
   manifests: /srv/manifests
@@ -1224,7 +1222,7 @@ def test_every_documented_key_is_accepted(path: str) -> None:
 
 
 def test_libyaml_only_where_nesting_cannot_crash_it() -> None:
-    from appliance.config_yaml import MAX_FAST_NESTING, _loader_for
+    from appliance.config.positions import MAX_FAST_NESTING, _loader_for
 
     assert _loader_for(b"[" * MAX_FAST_NESTING) is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     assert _loader_for(b"- " * (MAX_FAST_NESTING + 1)) is yaml.SafeLoader

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import structlog
 
-from appliance.config import ConfigError
-from appliance.config_types import Config, DnsConfig, HealthConfig, TrackConfig, WebConfig
+from appliance.config import Config, ConfigError, DnsConfig, HealthConfig, TrackConfig, WebConfig
 from appliance.daemon import loop as daemon_loop
 from appliance.daemon import snapshot
 from appliance.daemon.loop import Daemon
@@ -29,11 +28,12 @@ from appliance.daemon.notify import Notifier
 from appliance.daemon.parts import Parts
 from appliance.dataplane.base import ApplyReport, DataplaneError
 from appliance.dns.server import DnsStats
-from appliance.ha.speaker import HaStatus, InstanceStatus, instance_vips
+from appliance.ha.status import HaStatus, InstanceStatus, instance_vips
 from appliance.health.checker import TargetStatus
 from appliance.health.targets import Target
 from appliance.logs import configure
 from appliance.model import ClusterState, DesiredState, Record, Vip, VirtualService
+from appliance.status import Status, to_json
 from tests.unit.builders import config as make_config
 from tests.unit.builders import ep, lb, pool, slice_, state
 
@@ -680,7 +680,7 @@ def test_snapshot_names_the_owner_of_every_vip_and_the_down_backend() -> None:
         await rig.until(lambda: len(rig.dataplane.applied) == 2, "re-plan")
 
     asyncio.run(_with_daemon(rig, body))
-    s = snapshot.build(rig.daemon)
+    s = to_json(snapshot.build(rig.daemon))
     json.dumps(s)  # JSON-ready
     assert s["host"] == "lb-test" and s["ready"]
     assert [i["state"] for i in s["vrrp"]] == ["initialize"]  # stopped by now
@@ -695,7 +695,7 @@ def test_snapshot_names_the_owner_of_every_vip_and_the_down_backend() -> None:
 
 def test_instance_vips_match_what_the_snapshot_expects() -> None:
     # The page's owner column relies on the speaker's grouping of VIPs per instance.
-    from appliance.config_types import VrrpInstance
+    from appliance.config import VrrpInstance
 
     inst = VrrpInstance("vi-1", 51, pools=("default",))
     vips = [Vip("198.18.50.17", "default", ("shop/web",)), Vip("198.18.50.99", "other", ())]
@@ -706,7 +706,7 @@ def test_snapshots_rebuild_the_big_parts_only_when_plan_or_verdicts_change() -> 
     rig = Rig()
     rig.source.push(cluster())
     snaps = snapshot.Snapshots(rig.daemon)
-    seen: list[dict[str, Any]] = []
+    seen: list[Status] = []
 
     async def body() -> None:
         await rig.until(lambda: len(rig.dataplane.applied) == 1, "first apply")
@@ -717,19 +717,19 @@ def test_snapshots_rebuild_the_big_parts_only_when_plan_or_verdicts_change() -> 
 
     asyncio.run(_with_daemon(rig, body))
     first, again, after = seen
-    assert again["services"] is first["services"]  # nothing changed: reused
-    assert after["services"] is not first["services"]
-    assert after["services"] == snapshot.build(rig.daemon)["services"]
-    assert after["services"] != first["services"]
+    assert again.services is first.services  # nothing changed: reused
+    assert after.services is not first.services
+    assert after.services == snapshot.build(rig.daemon).services
+    assert after.services != first.services
 
 
 # --- active connections --------------------------------------------------------------------
 
 
-def _active(snap: dict[str, Any], service: str) -> dict[str, int | None]:
+def _active(snap: Status, service: str) -> dict[str, int | None]:
     return {
         r["node"]: r["active_connections"]
-        for svc in snap["services"]
+        for svc in to_json(snap)["services"]
         if svc["key"] == service
         for p in svc["ports"]
         for r in p["real_servers"]
@@ -740,7 +740,7 @@ def test_active_connections_are_read_now_and_then_and_reach_the_snapshot() -> No
     rig = Rig(connections_every=0.02)
     rig.source.push(cluster())
     rig.dataplane.active = {"node-1": 3}
-    snaps: list[dict[str, Any]] = []
+    snaps: list[Status] = []
 
     async def body() -> None:
         await rig.until(lambda: rig.dataplane.applied != [], "first apply")
@@ -752,7 +752,7 @@ def test_active_connections_are_read_now_and_then_and_reach_the_snapshot() -> No
 
     asyncio.run(_with_daemon(rig, body))
     assert _active(snaps[0], "shop/web") == {"node-1": 3, "node-2": 0, "node-3": 0}
-    assert snaps[0]["dataplane"]["connections_time"] is not None
+    assert to_json(snaps[0])["dataplane"]["connections_time"] is not None
     assert rig.dataplane.reads >= 2
     # a read is no sync: the loop planned once for the one snapshot
     assert len(rig.dataplane.applied) == 1

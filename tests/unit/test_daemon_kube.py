@@ -8,12 +8,13 @@ import asyncio
 import dataclasses
 import ipaddress
 
-from appliance.config_types import ClusterConfig, Config, Pool
+from appliance.config import ClusterConfig, Config, Pool
 from appliance.daemon import snapshot
 from appliance.daemon.loop import Daemon
 from appliance.daemon.parts import KubeFeed, Parts
 from appliance.kube.api import Connection, KubeApi
 from appliance.kube.link import KubeLink
+from appliance.status import to_json
 from tests.kube.objects import endpoint_slice, node, service
 from tests.support.fake_apiserver import FakeApiServer
 from tests.unit.test_daemon import MemoryDataplane, MemoryDns
@@ -60,7 +61,7 @@ def test_services_from_the_api_reach_the_dataplane_dns_and_their_status() -> Non
                     "198.18.50.11"
                 ]
                 assert any(r.data == "198.18.50.32" for r in dns.records)
-                s = snapshot.build(daemon)
+                s = to_json(snapshot.build(daemon))
                 assert s["source"]["kind"] == "kube" and s["source"]["writer"] is True
                 assert {r["kind"] for r in s["source"]["resources"]} >= {"Service", "Node"}
                 fake.delete("services", "default", "web")

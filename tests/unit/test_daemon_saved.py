@@ -20,6 +20,7 @@ from appliance.daemon import snapshot
 from appliance.daemon.statestore import SnapshotStore
 from appliance.model import ClusterState
 from appliance.plan.snapshotfile import SavedState, decode_state, encode_state
+from appliance.status import Status, to_json
 from tests.unit.test_daemon import Rig, _with_daemon, cluster, local_nodes
 from tests.unit.test_snapshotfile import FULL
 from tests.unit.test_web import client
@@ -155,7 +156,7 @@ def test_the_saved_plan_is_served_before_the_source_answers_then_the_live_one(
 ) -> None:
     rig = saved_rig(tmp_path, cluster(replicas_on=("node-1",)))
     d = rig.daemon
-    snaps: list[dict[str, Any]] = []
+    snaps: list[Status] = []
 
     async def body() -> None:
         await rig.until(lambda: len(rig.dataplane.applied) == 1, "the saved plan applied")
@@ -181,11 +182,11 @@ def test_the_saved_plan_is_served_before_the_source_answers_then_the_live_one(
 
     asyncio.run(_with_daemon(rig, body))
     saving, live, written = snaps
-    assert saving["source"]["saved_plan"] == {"saved_at": SAVED_AT, "services": 2}
-    assert saving["source"]["saved_state"]["writes"] == {}  # the saved one is not re-saved
-    assert live["source"]["saved_plan"] is None
-    assert live["source"]["saved_state"]["file"] == str(tmp_path / "last-state.json")
-    assert written["source"]["saved_state"]["writes"] == {"ok": 1}
+    assert to_json(saving)["source"]["saved_plan"] == {"saved_at": SAVED_AT, "services": 2}
+    assert to_json(saving)["source"]["saved_state"]["writes"] == {}  # the saved one is not re-saved
+    assert to_json(live)["source"]["saved_plan"] is None
+    assert to_json(live)["source"]["saved_state"]["file"] == str(tmp_path / "last-state.json")
+    assert to_json(written)["source"]["saved_state"]["writes"] == {"ok": 1}
     messages = [e.message for e in d.events]
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(SAVED_AT))
     assert (
@@ -200,12 +201,12 @@ def test_the_saved_plan_is_served_before_the_source_answers_then_the_live_one(
     page = client(saving).get("/").get_data(as_text=True)
     (span,) = re.findall(r'<span class="warn" id="saved-plan">([^<]*)</span>', page)
     assert span.startswith(prefix) and span.endswith(suffix), span
-    (line,) = [x for x in overview(saving).splitlines() if x.startswith(prefix)]
+    (line,) = [x for x in overview(to_json(saving)).splitlines() if x.startswith(prefix)]
     assert line.endswith(suffix), line
-    assert not [x for x in overview(live).splitlines() if x.startswith(prefix)]
+    assert not [x for x in overview(to_json(live)).splitlines() if x.startswith(prefix)]
     assert 'id="saved-plan"' not in client(live).get("/").get_data(as_text=True)
 
-    def metrics(snap: dict[str, Any]) -> dict[str, float]:
+    def metrics(snap: Status) -> dict[str, float]:
         text = client(snap).get("/metrics").get_data(as_text=True)
         return {
             s.name + str(sorted(s.labels.items())): s.value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from appliance.config_types import Pool
+from appliance.config import Pool
 from appliance.dataplane.base import Ownership
 from appliance.dataplane.ipvsrules import (
     entries,

@@ -14,7 +14,7 @@ import dns.rdatatype
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.config_types import DnsConfig
+from appliance.config import DnsConfig
 from appliance.dns.responder import DROPPED, Responder
 from appliance.dns.zone import build_zone
 from appliance.model import Record

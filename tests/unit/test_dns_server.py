@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance.commands.dns import CommandError, _listen, _read_records
-from appliance.config_types import DnsConfig
+from appliance.config import DnsConfig
 from appliance.dns.server import DnsServer
 from appliance.dns.zone import next_serial
 from appliance.model import Record

@@ -11,7 +11,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from appliance.config_types import DnsConfig
+from appliance.config import DnsConfig
 from appliance.dns.responder import Responder
 from appliance.dns.zone import build_zone, render_zonefile
 from appliance.model import Record

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.config_types import HaConfig, Pool, TrackConfig, TrackInterface, VrrpInstance
+from appliance.config import HaConfig, Pool, TrackConfig, TrackInterface, VrrpInstance
 from appliance.ha import channel
 from appliance.ha.group import ADVERT_ADDRESSES, VipGroup, parse
 from appliance.ha.process import SpeakerError, SpeakerProcess
-from appliance.ha.speaker import HaStatus, InstanceStatus
+from appliance.ha.status import HaStatus, InstanceStatus
 from appliance.model import Vip
 
 HA = HaConfig(

@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from appliance.health import HealthChecker, Outcome, Target
+from appliance.health.checker import HealthChecker
+from appliance.health.targets import Target
+from appliance.health.verdict import Outcome
 
 
 def target(i: int, interval: float = 0.05, port: int = 8080) -> Target:

@@ -6,8 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from appliance.config import ConfigError, parse_config
-from appliance.config_types import HealthConfig
+from appliance.config import ConfigError, HealthConfig, parse_config
 from appliance.health.targets import Target, derive_targets
 from appliance.model import ServicePort
 from appliance.plan import plan

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.config_types import ClusterConfig, Config
+from appliance.config import ClusterConfig, Config
 from appliance.model import (
     ANN_ADDRESS_POOL,
     ANN_ALLOW_SHARED_IP,

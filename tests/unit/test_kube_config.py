@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from appliance.config import ConfigError, parse_config
-from appliance.config_types import ClusterConfig
+from appliance.config import ClusterConfig, ConfigError, parse_config
 from appliance.kube.api import (
     KubeConfigError,
     connection_from_config,

@@ -14,7 +14,7 @@ from itertools import combinations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.config_types import Config
+from appliance.config import Config
 from appliance.model import (
     ANN_ADDRESS_POOL,
     ANN_ALLOW_SHARED_IP,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.config_types import DnsConfig
+from appliance.config import DnsConfig
 from appliance.model import ServicePort
 from appliance.plan import plan
 from tests.unit.builders import config, ep, ingress, lb, pool, slice_, state

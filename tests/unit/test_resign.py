@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from appliance.config_types import HaConfig, VrrpInstance, WebConfig
+from appliance.config import HaConfig, VrrpInstance, WebConfig
 from appliance.daemon.resign import Resignations, ResignError
 from appliance.web.app import StateHolder, create_app
 from appliance.web.metrics import make_registry

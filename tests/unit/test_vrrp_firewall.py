@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config_types import HaConfig, VrrpInstance
+from appliance.config import HaConfig, VrrpInstance
 from appliance.ha import firewall
 from tests.golden import assert_golden
 

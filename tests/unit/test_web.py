@@ -8,14 +8,16 @@ import asyncio
 import base64
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.commands.daemon import cmd_status, overview
-from appliance.config_types import WebConfig
+from appliance.config import WebConfig
 from appliance.daemon import snapshot
+from appliance.status import Status, VirtualServiceStatus, to_json
 from appliance.web.app import StateHolder, WebServer, create_app
 from appliance.web.metrics import make_registry
 from tests.unit.test_daemon import Rig, _with_daemon, cluster
@@ -25,7 +27,7 @@ UNITS = ("seconds", "bytes")
 
 
 @pytest.fixture(scope="module")
-def snap() -> dict[str, Any]:
+def snap() -> Status:
     """A daemon after two syncs: echo's backend on node-1 failed its check; node-2 holds
     4 connections of every service, and they have been read."""
     rig = Rig(connections_every=0.01)
@@ -40,12 +42,12 @@ def snap() -> dict[str, Any]:
         rig.daemon.counters.vrrp_transitions[("vi-1", "master")] += 1
         snaps.append(snapshot.build(rig.daemon))  # while the speaker is master
 
-    snaps: list[dict[str, Any]] = []
+    snaps: list[Status] = []
     asyncio.run(_with_daemon(rig, body))
     return snaps[0]
 
 
-def client(data: dict[str, Any] | None, web: WebConfig | None = None) -> Any:
+def client(data: Status | None, web: WebConfig | None = None) -> Any:
     holder = StateHolder()
     if data is not None:
         holder.set(data)
@@ -54,11 +56,11 @@ def client(data: dict[str, Any] | None, web: WebConfig | None = None) -> Any:
     return create_app(holder, registry, web).test_client()
 
 
-def test_page_shows_vips_owners_services_and_the_down_backend(snap: dict[str, Any]) -> None:
+def test_page_shows_vips_owners_services_and_the_down_backend(snap: Status) -> None:
     html = client(snap).get("/").get_data(as_text=True)
     assert 'name="viewport"' in html and 'http-equiv="refresh"' in html
     assert "lb-test" in html
-    for v in snap["vips"]:
+    for v in to_json(snap)["vips"]:
         row = re.search(rf'<tr data-vip="{re.escape(v["address"])}">(.*?)</tr>', html, re.S)
         assert row is not None, v["address"]
         assert "lb-test" in row.group(1) and "master" in row.group(1)
@@ -78,12 +80,8 @@ def test_page_shows_vips_owners_services_and_the_down_backend(snap: dict[str, An
     assert re.search(r"last sync \d\d:\d\d:\d\d", html)
 
 
-def test_page_says_dash_for_connections_not_read(snap: dict[str, Any]) -> None:
-    unread = json.loads(json.dumps(snap))
-    for svc in unread["services"]:
-        for p in svc["ports"]:
-            for r in p["real_servers"]:
-                r["active_connections"] = None
+def test_page_says_dash_for_connections_not_read(snap: Status) -> None:
+    unread = _unread(snap)
     html = client(unread).get("/").get_data(as_text=True)
     conns = re.findall(r'<td class="num conns">([^<]*)</td>', html)
     assert conns and set(conns) == {"-"}, conns
@@ -97,13 +95,34 @@ def test_page_before_the_first_sync_says_so() -> None:
     assert "no sync yet" in html
 
 
-def test_api_state_is_the_snapshot(snap: dict[str, Any]) -> None:
+def test_api_state_is_the_snapshot(snap: Status) -> None:
     r = client(snap).get("/api/v1/state")
     assert r.status_code == 200 and r.mimetype == "application/json"
-    assert r.get_json() == json.loads(json.dumps(snap))
+    assert r.get_json() == json.loads(json.dumps(to_json(snap)))
 
 
-def test_readyz_follows_the_first_sync_and_healthz_a_stale_loop(snap: dict[str, Any]) -> None:
+def test_api_state_is_encoded_once_per_status(
+    snap: Status, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[Status] = []
+
+    def counting(status: Status) -> dict[str, Any]:
+        encoded.append(status)
+        return to_json(status)
+
+    monkeypatch.setattr("appliance.web.app.to_json", counting)
+    holder = StateHolder()
+    holder.set(snap)
+    web = create_app(holder, make_registry(holder.get)[0]).test_client()
+    first, again = web.get("/api/v1/state").data, web.get("/api/v1/state").data
+    assert first == again and len(encoded) == 1
+    newer = replace(snap, host="lb-new")
+    holder.set(newer)
+    assert web.get("/api/v1/state").get_json()["host"] == "lb-new"
+    assert encoded == [snap, newer]
+
+
+def test_readyz_follows_the_first_sync_and_healthz_a_stale_loop(snap: Status) -> None:
     assert client(None).get("/readyz").status_code == 503
     assert client(snap).get("/readyz").status_code == 200
     now = [100.0]
@@ -116,7 +135,7 @@ def test_readyz_follows_the_first_sync_and_healthz_a_stale_loop(snap: dict[str, 
     assert r.status_code == 503 and "stale" in r.get_data(as_text=True)
 
 
-def test_basic_auth_guards_everything_but_the_probes(snap: dict[str, Any]) -> None:
+def test_basic_auth_guards_everything_but_the_probes(snap: Status) -> None:
     c = client(snap, WebConfig(username="ops", password="s3cret"))
     for path in ("/", "/api/v1/state", "/metrics"):
         r = c.get(path)
@@ -128,7 +147,7 @@ def test_basic_auth_guards_everything_but_the_probes(snap: dict[str, Any]) -> No
     assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
 
 
-def test_metrics_parse_and_follow_the_naming_convention(snap: dict[str, Any]) -> None:
+def test_metrics_parse_and_follow_the_naming_convention(snap: Status) -> None:
     text = client(snap).get("/metrics").get_data(as_text=True)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families, "no metrics"
@@ -155,7 +174,7 @@ def test_metrics_parse_and_follow_the_naming_convention(snap: dict[str, Any]) ->
                     return float(s.value)
         raise AssertionError(f"no sample {name} {labels}")
 
-    assert value("appliance_plan_vips") == len(snap["vips"]) == 2
+    assert value("appliance_plan_vips") == len(to_json(snap)["vips"]) == 2
     assert value("appliance_plan_services") == 2
     assert value("appliance_dataplane_real_servers", health="down") == 1
     assert value("appliance_vrrp_state", instance="vi-1", state="master") == 1
@@ -173,24 +192,24 @@ def test_metrics_parse_and_follow_the_naming_convention(snap: dict[str, Any]) ->
     }
     expected = {
         (p["vip"], str(p["port"]), p["protocol"], r["address"]): (4 if r["node"] == "node-2" else 0)
-        for svc in snap["services"]
+        for svc in to_json(snap)["services"]
         for p in svc["ports"]
         for r in p["real_servers"]
     }
     assert active == expected and 4 in active.values()
 
 
-def test_status_overview_in_the_terminal(snap: dict[str, Any]) -> None:
-    text = overview(snap)
+def test_status_overview_in_the_terminal(snap: Status) -> None:
+    text = overview(to_json(snap))
     assert text.startswith("host lb-test (ready)")
-    for v in snap["vips"]:
+    for v in to_json(snap)["vips"]:
         assert re.search(rf"{re.escape(v['address'])}\s+owner lb-test \(master\)", text)
     assert "shop/echo" in text and "node-1=down" in text
     assert re.search(r"node-2=\w+/w\d+/4c", text), text
 
 
 def test_status_command_reads_a_running_web(
-    snap: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    snap: Status, capsys: pytest.CaptureFixture[str]
 ) -> None:
     holder = StateHolder()
     holder.set(snap)
@@ -211,7 +230,7 @@ def test_status_command_reads_a_running_web(
 
 
 def test_status_command_takes_address_and_password_from_the_config(
-    snap: dict[str, Any], tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    snap: Status, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     holder = StateHolder()
     holder.set(snap)
@@ -237,13 +256,24 @@ def test_status_command_takes_address_and_password_from_the_config(
         server.stop()
 
 
-def _with_peers(snap: dict[str, Any], peers: list[str], dropped: dict[str, int]) -> dict[str, Any]:
-    vrrp = [{**i, "peers": peers, "dropped": dropped} for i in snap["vrrp"]]
+def _with_peers(snap: Status, peers: list[str], dropped: dict[str, int]) -> Status:
+    vrrp = tuple(replace(i, peers=tuple(peers), dropped=dropped) for i in snap.vrrp)
     assert vrrp, "the fixture has a VRRP instance"
-    return {**snap, "vrrp": vrrp}
+    return replace(snap, vrrp=vrrp)
 
 
-def test_page_warns_that_any_host_can_demote_us_without_peers(snap: dict[str, Any]) -> None:
+def _unread(snap: Status) -> Status:
+    """The snapshot with no active connections read."""
+
+    def port(p: VirtualServiceStatus) -> VirtualServiceStatus:
+        servers = tuple(replace(r, active_connections=None) for r in p.real_servers)
+        return replace(p, real_servers=servers)
+
+    services = tuple(replace(svc, ports=tuple(map(port, svc.ports))) for svc in snap.services)
+    return replace(snap, services=services)
+
+
+def test_page_warns_that_any_host_can_demote_us_without_peers(snap: Status) -> None:
     html = client(_with_peers(snap, [], {})).get("/").get_data(as_text=True)
     assert "any host on the LAN can demote this host" in html
     html = (
@@ -253,10 +283,10 @@ def test_page_warns_that_any_host_can_demote_us_without_peers(snap: dict[str, An
     assert "3 advert(s) from hosts that are not peers dropped" in html
 
 
-def test_metrics_count_adverts_dropped_by_reason(snap: dict[str, Any]) -> None:
+def test_metrics_count_adverts_dropped_by_reason(snap: Status) -> None:
     data = _with_peers(snap, ["198.18.0.2"], {"not_a_peer": 3, "ttl": 1})
     text = client(data).get("/metrics").get_data(as_text=True)
-    name = snap["vrrp"][0]["instance"]
+    name = to_json(snap)["vrrp"][0]["instance"]
     assert (
         f'appliance_vrrp_adverts_dropped_total{{instance="{name}",reason="not_a_peer"}} 3.0' in text
     )

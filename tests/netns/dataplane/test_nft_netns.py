@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 from adp_lab import CLIENT6, CLIENTS, LB, NODES, NODES6, Lab, in_ns
 
-from appliance.config_types import DataplaneConfig
+from appliance.config import DataplaneConfig
 from appliance.dataplane.base import ApplyReport, DataplaneError
 from appliance.dataplane.nft import NftablesBackend
 from appliance.model import DesiredState, RealServer, VirtualService

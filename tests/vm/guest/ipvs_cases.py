@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "netns" / "dataplan
 
 from adp_lab import CLIENT6, CLIENTS, LB, NODES, NODES6, Lab, in_ns
 
-from appliance.config_types import DataplaneConfig, Pool
+from appliance.config import DataplaneConfig, Pool
 from appliance.dataplane.base import ApplyReport, Ownership
 from appliance.dataplane.ipvs import IpvsBackend
 from appliance.model import DesiredState, RealServer, VirtualService

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from appliance.config_values import Errors, join_index, join_key
+from appliance.config.checker import Errors, join_index, join_key
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_FAST_NESTING = 10_000

@@ -1,22 +1,17 @@
 """The typed configuration (`appliance.yaml`), as the rest of the code sees it.
 
-`appliance.config` parses and validates YAML into these; everything else only reads them.
+`appliance.config.load` parses and validates YAML into these; everything else only reads them.
 Durations are seconds (float), addresses are canonical text.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from appliance.address import IPRange, family_of_version
 from appliance.model import Family, Forwarding
-
-IPRange = (
-    tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
-    | tuple[ipaddress.IPv6Address, ipaddress.IPv6Address]
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +67,7 @@ class Pool:
 
     @property
     def families(self) -> frozenset[Family]:
-        return frozenset("IPv4" if r[0].version == 4 else "IPv6" for r in self.ranges)
+        return frozenset(family_of_version(r[0].version) for r in self.ranges)
 
 
 @dataclass(frozen=True, slots=True)
