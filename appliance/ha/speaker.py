@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped,unused-ignore]
 
-from appliance.address import IPVersion, PoolRanges, version_of
+from appliance.address import PoolRanges, version_of
 from appliance.config import HaConfig, Pool, VrrpInstance
 from appliance.ha import vrrp
 from appliance.ha.announce import Announcer, release_strays
 from appliance.ha.group import VipGroup
+from appliance.ha.instance import Instance
 from appliance.ha.link import LinkInfo, down_reason, lookup
 from appliance.ha.sockets import VrrpSockets
 from appliance.ha.status import HaStatus, InstanceStatus, instance_vips
@@ -55,26 +56,6 @@ LINK_LOCAL_WAIT_STEPS = 100  # x LINK_POLL: how long start() waits for an IPv6 l
 PLANLESS_PRIORITY = 1
 
 
-class _Instance:
-    def __init__(self, config: VrrpInstance, router: VirtualRouter, announcer: Announcer) -> None:
-        self.config = config
-        self.router = router
-        self.announcer = announcer  # the interface's; with use_vmac, the macvlan's own
-        self.vmac: Vmac | None = None
-        self.lock = asyncio.Lock()  # use_vmac: taking over and leaving, one at a time
-        self.vips = VipGroup()
-        self.adverts_in = 0
-        self.adverts_out = 0
-        self.dropped: Counter[str] = Counter()
-        # per destination: adverts in a row the kernel refused (absent while they go out)
-        self.send_failing: Counter[str] = Counter()
-        self.timer: asyncio.TimerHandle | None = None
-
-    @property
-    def family(self) -> IPVersion:
-        return version_of(self.config.family)
-
-
 class Speaker:
     """Every VRRP instance of one interface. Use from one asyncio loop."""
 
@@ -95,7 +76,7 @@ class Speaker:
         self.announcer = announcer or self._announcer(ha.interface)
         self.on_change = on_change
         self.dropped: Counter[str] = Counter()
-        self._instances: list[_Instance] = []
+        self._instances: list[Instance] = []
         self._channels: dict[int, VrrpSockets] = {}
         self._ipr: AsyncIPRoute | None = None
         self._link: LinkInfo | None = None
@@ -161,7 +142,7 @@ class Speaker:
                     f"ha instance {config.name}: peer {settings.address} is this host's own"
                     f" address on {self.interface}"
                 )
-            inst = _Instance(config, VirtualRouter(settings), self.announcer)
+            inst = Instance(config, VirtualRouter(settings), self.announcer, self.interface)
             inst.router.fault = fault
             self._instances.append(inst)
             if config.use_vmac:
@@ -198,7 +179,7 @@ class Speaker:
             log.info(
                 "%s: %s (VRID %d): first plan: priority %d",
                 self.interface, inst.config.name, inst.config.vrid, inst.config.priority,
-                extra={**self._fields(inst), "priority": inst.config.priority},
+                extra={**inst.fields, "priority": inst.config.priority},
             )  # fmt: skip
         self._retrack()
 
@@ -280,7 +261,7 @@ class Speaker:
         for inst in self._instances:
             self._changed(inst, *inst.vips.replace(instance_vips(inst.config, self._all_vips)))
 
-    def _changed(self, inst: _Instance, added: list[str], removed: list[str]) -> None:
+    def _changed(self, inst: Instance, added: list[str], removed: list[str]) -> None:
         if inst.router.state == "master":
             self._spawn(inst.announcer.hold(added))
             self._spawn(inst.announcer.release(removed))
@@ -292,7 +273,7 @@ class Speaker:
         """The addresses on this host's interface (or the instance's macvlan) now."""
         return next(i.announcer.held for i in self._instances if i.config.name == instance)
 
-    async def _make_vmac(self, inst: _Instance) -> None:
+    async def _make_vmac(self, inst: Instance) -> None:
         """use_vmac: the macvlan and its announcer (the VIPs, GARPs from the virtual MAC).
         Adverts still leave by the interface, as keepalived's vmac_xmit_base: a macvlan
         takes every multicast frame whose source is its own MAC, so two hosts that both
@@ -304,15 +285,15 @@ class Speaker:
         await inst.announcer.start()
         log.info("%s: %s (VRID %d): virtual MAC %s on %s", self.interface, inst.config.name,
                  inst.config.vrid, vmac.mac, vmac.name,
-                 extra={**self._fields(inst), "mac": vmac.mac, "link": vmac.name})  # fmt: skip
+                 extra={**inst.fields, "mac": vmac.mac, "link": vmac.name})  # fmt: skip
 
-    async def _vmac_master(self, inst: _Instance) -> None:
+    async def _vmac_master(self, inst: Instance) -> None:
         assert inst.vmac is not None
         async with inst.lock:
             await inst.vmac.set_up(True)
             await inst.announcer.hold(inst.vips)
 
-    async def _vmac_leave(self, inst: _Instance) -> None:
+    async def _vmac_leave(self, inst: Instance) -> None:
         assert inst.vmac is not None
         async with inst.lock:
             await inst.announcer.release(inst.vips)
@@ -325,27 +306,7 @@ class Speaker:
         wall = time.time()
         return HaStatus(
             interface=self.interface,
-            instances=tuple(
-                InstanceStatus(
-                    name=i.config.name,
-                    vrid=i.config.vrid,
-                    family=i.config.family,
-                    state=i.router.state,
-                    since=wall - (loop_now - i.router.since),
-                    reason=i.router.reason,
-                    master=i.router.master_address,
-                    priority=i.router.settings.priority,
-                    advert_interval=i.router.settings.interval_cs / 100,
-                    adverts_in=i.adverts_in,
-                    adverts_out=i.adverts_out,
-                    dropped=dict(i.dropped),
-                    vips=tuple(i.vips) if detail else (),
-                    holding=tuple(v for v in i.vips if v in i.announcer.held) if detail else (),
-                    peers=i.config.accepted_peers,
-                    configured_priority=i.config.priority,
-                )
-                for i in self._instances
-            ),
+            instances=tuple(i.status(wall, loop_now, detail=detail) for i in self._instances),
             dropped=dict(self.dropped),
             garps_sent=sum(a.frames_sent for a in self._announcers()),
             failing=self.failing,
@@ -397,14 +358,10 @@ class Speaker:
                 extra={"interface": self.interface, "error": str(task.exception())},
             )  # fmt: skip
 
-    def _fields(self, inst: _Instance) -> dict[str, object]:
-        """The keys of an instance's log lines (see appliance.logs)."""
-        return {"interface": self.interface, "instance": inst.config.name, "vrid": inst.config.vrid}
-
-    def _apply(self, inst: _Instance, actions: list[Action]) -> None:
+    def _apply(self, inst: Instance, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
-                self._send(inst, action.priority)
+                inst.send(self._channels[inst.family], action.priority)
             elif isinstance(action, Transition):
                 self._transition(inst, action)
             elif isinstance(action, Announce):
@@ -413,56 +370,16 @@ class Speaker:
                 log.info(
                     "%s: %s (VRID %d): announcing the VIPs again (%s)",
                     self.interface, inst.config.name, inst.config.vrid, action.reason,
-                    extra={**self._fields(inst), "reason": action.reason},
+                    extra={**inst.fields, "reason": action.reason},
                 )  # fmt: skip
                 inst.announcer.burst(inst.vips)
         self._schedule(inst)
 
-    def _send(self, inst: _Instance, priority: int) -> None:
-        channel = self._channels[inst.family]
-        advert = vrrp.Advert(
-            inst.config.vrid,
-            priority,
-            inst.router.settings.interval_cs,
-            inst.vips.head(),
-            inst.family,
-        )
-        group = vrrp.GROUP_V4 if inst.family == 4 else vrrp.GROUP_V6
-        for destination in inst.config.unicast_peers or (group,):
-            message = vrrp.encode(
-                advert,
-                channel.source or "",
-                destination,
-                pseudo_header=not inst.config.v3_checksum_as_v2,
-            )
-            try:
-                channel.sendto(message, destination)
-            except OSError as e:  # link down, no route to a unicast peer, a full neighbour table
-                inst.dropped["send"] += 1
-                inst.send_failing[destination] += 1
-                # A master whose adverts do not leave is a split brain in the making: say so
-                # once, not at every interval (the count is in /metrics).
-                if inst.send_failing[destination] == 1:
-                    log.warning(
-                        "%s: VRID %d: adverts are not going out (send to %s: %s)",
-                        self.interface, inst.config.vrid, destination, e,
-                        extra={**self._fields(inst), "to": destination, "error": str(e)},
-                    )  # fmt: skip
-                continue
-            inst.adverts_out += 1
-            failed = inst.send_failing.pop(destination, 0)
-            if failed:
-                log.warning(
-                    "%s: VRID %d: adverts to %s go out again, after %d that could not be sent",
-                    self.interface, inst.config.vrid, destination, failed,
-                    extra={**self._fields(inst), "to": destination, "failed": failed},
-                )  # fmt: skip
-
-    def _transition(self, inst: _Instance, t: Transition) -> None:
+    def _transition(self, inst: Instance, t: Transition) -> None:
         log.info(
             "%s: %s (VRID %d): %s -> %s (%s)",
             self.interface, inst.config.name, inst.config.vrid, t.old, t.new, t.reason,
-            extra={**self._fields(inst), "old": t.old, "new": t.new, "reason": t.reason},
+            extra={**inst.fields, "old": t.old, "new": t.new, "reason": t.reason},
         )  # fmt: skip
         if t.new == "master":
             take = self._vmac_master(inst) if inst.vmac else inst.announcer.hold(inst.vips)
@@ -475,7 +392,7 @@ class Speaker:
                 if s.vrid == inst.config.vrid and s.family == inst.config.family:
                     self.on_change(s)
 
-    def _schedule(self, inst: _Instance) -> None:
+    def _schedule(self, inst: Instance) -> None:
         assert self._loop is not None
         if inst.timer is not None:
             inst.timer.cancel()
@@ -484,7 +401,7 @@ class Speaker:
         if deadline is not None:
             inst.timer = self._loop.call_at(deadline, self._expire, inst)
 
-    def _expire(self, inst: _Instance) -> None:
+    def _expire(self, inst: Instance) -> None:
         assert self._loop is not None
         inst.timer = None
         self._apply(inst, inst.router.expire(self._loop.time()))
