@@ -15,18 +15,20 @@ import contextlib
 import dataclasses
 import socket
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from appliance.config import Config, ConfigError, DnsConfig
+from appliance.daemon import events
+from appliance.daemon.events import Counters, Event, SyncRecord
 from appliance.daemon.notify import Notifier
-from appliance.daemon.parts import DnsPart, Parts, SourcePart, close_dataplane
+from appliance.daemon.parts import DnsPart, Parts, SourcePart
 from appliance.daemon.resign import Resignations
 from appliance.daemon.statestore import AllocationStore, SnapshotStore
+from appliance.daemon.stop import stop_parts
 from appliance.dataplane.base import ApplyReport, Dataplane
 from appliance.ha.status import InstanceStatus
 from appliance.health.state import Verdict
@@ -41,7 +43,6 @@ DEBOUNCE = 0.005  # seconds: a burst of watch events becomes one plan
 TICK = 1.0  # seconds between liveness ticks (watchdog, page refresh) when idle
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff after a failed apply
 RESTART_SECTIONS = ("dataplane", "ha", "dns", "web", "state_dir")
-STOP_BUDGET = 0.9  # seconds from SIGTERM to exit; systemd and the peer expect it fast
 CONNECTIONS_EVERY = 5.0  # seconds between reads of the active connections (the page's refresh)
 # IPVS keeps a leaving real server at weight 0 while it has connections (up to the
 # dataplane's drain_timeout), and only an apply() takes it out: while any is left, the last
@@ -51,37 +52,6 @@ EVENTS_KEPT = 200
 # seconds the source has from start before a saved snapshot is served: a files source (or
 # an API that answers) is there by then, and its plan is never preceded by a stale one
 SAVED_GRACE = 0.5
-SAVE_BUDGET = 3.0  # seconds to write a pending snapshot at stop, after the VIPs are released
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One line of the page's "recent events"."""
-
-    time: float  # wall clock
-    level: str  # info | warning | error
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class SyncRecord:
-    """What one pass of the loop did."""
-
-    started: float  # wall clock
-    seconds: float
-    changed: bool  # the dataplane changed
-    summary: str
-    errors: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class Counters:
-    """Monotonic counts since start, for /metrics."""
-
-    syncs: Counter[str] = field(default_factory=Counter)  # by result: ok | error
-    reloads: Counter[str] = field(default_factory=Counter)  # ok | refused
-    vrrp_transitions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (inst, to)
-    source_restarts: int = 0
 
 
 class Daemon:
@@ -456,12 +426,14 @@ class Daemon:
                 errors.append(f"health: {e}")
         if saved is None:  # a saved snapshot is stale: never written back as status
             self._publish(state, desired)
-        self._events_for(desired, changed)
+        report = self.report if changed else None
+        for told in events.plan_events(self.desired, desired, report):
+            self.event(*told)
         self.desired = desired
         if p.dataplane is not None:
             self._finish_drains(p.dataplane)
         record = SyncRecord(
-            started, time.perf_counter() - t0, changed, self._summary(desired), tuple(errors)
+            started, time.perf_counter() - t0, changed, events.summary(desired), tuple(errors)
         )
         self.last_sync = record
         self._track()
@@ -564,37 +536,12 @@ class Daemon:
 
         self._publishing = asyncio.create_task(publish())
 
-    def _summary(self, desired: DesiredState) -> str:
-        services = len({vs.service for vs in desired.virtual_services})
-        return (
-            f"{len(desired.vips)} VIPs, {services} services, "
-            f"{len(desired.virtual_services)} virtual services, {len(desired.records)} records, "
-            f"{len(desired.refused)} refused, {len(desired.problems)} problems"
-        )
-
-    def _events_for(self, desired: DesiredState, changed: bool) -> None:
-        before = self.desired
-        if before is None:
-            self.event("info", f"first sync: {self._summary(desired)}")
-            return
-        old, new = {v.address for v in before.vips}, {v.address for v in desired.vips}
-        for vip in sorted(new - old):
-            self.event("info", f"VIP {vip} added")
-        for vip in sorted(old - new):
-            self.event("info", f"VIP {vip} removed")
-        if changed and self.report is not None:
-            self.event("info", f"dataplane: {self.report.summary()}")
-
     def _health_changed(self, target: Target, before: Verdict, after: Verdict, error: str) -> None:
         """A verdict change, as the checker tells it (once, when it happens): an event on
         the page. The checker itself writes the log line; this adds none."""
-        if after != "down" and before != "down":
-            return  # a first verdict of up: not news (the checker logs it at debug only)
-        what = f"{target.service} on {target.node}" if target.service else f"node {target.node}"
-        if after == "down":
-            self.event("warning", f"health: {what} is down: {error}")
-        else:
-            self.event("info", f"health: {what} is up again")
+        told = events.health_event(target, before, after, error)
+        if told is not None:
+            self.event(*told)
 
     def _vrrp_changed(self, status: InstanceStatus) -> None:
         self.counters.vrrp_transitions[(status.name, status.state)] += 1
@@ -603,35 +550,11 @@ class Daemon:
         self._wake.set()  # refresh the page now, not at the next tick
 
     async def _shutdown(self) -> None:
-        """Resign first (the peer takes over at once), then the rest; all within a second."""
         self.notifier.stopping()
-        deadline = time.monotonic() + STOP_BUDGET
         if self._retry is not None:
             self._retry.cancel()
         tasks = list(self._tasks.values())
         if self._publishing is not None:
             tasks.append(self._publishing)
-        for task in tasks:
-            task.cancel()
-        p = self.parts
-        if p.speaker is not None:
-            await self._bounded("vrrp", p.speaker.stop(), deadline - 0.2)
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, max(0.01, deadline - 0.2 - time.monotonic()))
-        if p.dns is not None:
-            await self._bounded("dns", p.dns.stop(), deadline - 0.1)
-        await self._bounded("source", self.source.close(), deadline)
-        if self.snapshots is not None and self.snapshots.pending:
-            until = max(deadline, time.monotonic() + SAVE_BUDGET)
-            await self._bounded("saved state", self.snapshots.flush(), until)
-        close_dataplane(p.dataplane)
+        await stop_parts(self.parts, self.source, self.snapshots, tasks)
         log.info("stopped")
-
-    async def _bounded(self, what: str, coro: Any, until: float) -> None:
-        try:
-            await asyncio.wait_for(coro, max(0.01, until - time.monotonic()))
-        except TimeoutError:
-            log.warning("stop: gave up waiting", part=what)
-        except Exception as e:
-            log.warning("stop failed", part=what, error=str(e))

@@ -31,7 +31,8 @@ from appliance.config import (
     VrrpInstance,
 )
 from appliance.daemon import snapshot
-from appliance.daemon.loop import Daemon, Event, SyncRecord
+from appliance.daemon.events import Event, SyncRecord
+from appliance.daemon.loop import Daemon
 from appliance.daemon.parts import Parts
 from appliance.daemon.resign import Resignations
 from appliance.daemon.statestore import SnapshotStore
