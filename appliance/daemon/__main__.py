@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from appliance.commands.daemon import register
+
 
 def main(argv: list[str] | None = None) -> int:
-    from appliance.commands.daemon import register
-
     p = argparse.ArgumentParser(prog="python -m appliance.daemon")
     register(p.add_subparsers(dest="command", required=True))
     args = p.parse_args(argv)

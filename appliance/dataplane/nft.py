@@ -256,6 +256,7 @@ class NftablesBackend:
             log.warning(
                 "conntrack table past %d entries: active connections are a floor",
                 found.lines,
+                extra={"entries": found.lines},
             )
         out: dict[Key, dict[str, int]] = {}
         for vs in services:
