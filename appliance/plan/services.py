@@ -137,6 +137,11 @@ def plan_service(
     forwarding = config.dataplane.forwarding
     persistence = svc.session_affinity_timeout if svc.session_affinity == "ClientIP" else 0
     local = svc.external_traffic_policy == "Local"
+    if local and scheduler == "rr" and ANN_SCHEDULER not in svc.annotations:
+        # Local weighs each node by its ready pods, and rr ignores weights (IPVS's, and so
+        # ours in nftables): the config's rr becomes wrr, the same spread when weights are
+        # equal. A Service that asks for rr by annotation gets it.
+        scheduler = "wrr"
     out: list[VirtualService] = []
     failing_open = False
     weights: dict[Family, dict[str, dict[str, int]]] = {}  # Local: per family, port, node

@@ -172,6 +172,24 @@ def test_scheduler_annotation_and_default() -> None:
     ]
 
 
+def test_local_under_the_default_rr_is_weighted() -> None:
+    """Local weighs nodes by ready pods; rr would ignore that, so the config's rr becomes
+    wrr. An annotation asking for rr, and Cluster (equal weights), keep rr."""
+    pods = [slice_(n, ep("10.0.0.1", "node-1"), ep("10.0.0.2", "node-1")) for n in "abc"]
+    desired = plan(
+        state(
+            lb("a", age=1, external_traffic_policy="Local"),
+            lb("b", age=2, external_traffic_policy="Local", annotations={ANN_SCHEDULER: "rr"}),
+            lb("c", age=3),
+            slices=pods,
+        ),
+        config(),
+    )
+    assert [vs.scheduler for vs in desired.virtual_services] == ["wrr", "rr", "rr"]
+    assert [rs.weight for rs in desired.virtual_services[0].real_servers] == [2]
+    assert not desired.problems
+
+
 def test_source_ranges_split_by_family() -> None:
     svc = lb(
         "a",

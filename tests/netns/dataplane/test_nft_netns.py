@@ -19,6 +19,9 @@ from appliance.config import DataplaneConfig
 from appliance.dataplane.base import ApplyReport, DataplaneError
 from appliance.dataplane.nft import NftablesBackend
 from appliance.model import DesiredState, RealServer, VirtualService
+from appliance.plan import plan
+from tests.unit.builders import config, ep, lb, node, pool, slice_
+from tests.unit.builders import state as cluster_state
 
 pytestmark = pytest.mark.root
 TABLE = "adp_test"
@@ -98,6 +101,24 @@ def test_local_policy_only_nodes_with_endpoints(lab: Lab, backend: NftablesBacke
     apply(backend, web(traffic_policy="Local", real_servers=(RS[0], RS[2])))
     got = lab.spread(VIP, 80, 12)
     assert got == Counter({"node1": 6, "node3": 6}), got
+
+
+def test_local_weights_from_the_plan_split_new_connections_by_pods(
+    lab: Lab, backend: NftablesBackend
+) -> None:
+    """plan() with the config's default scheduler: node1 runs two ready pods, node3 one;
+    300 new connections land 2:1, counted by the node servers that answer them."""
+    svc = lb("web", external_traffic_policy="Local")
+    pods = slice_("web", ep("10.0.0.1", "node1"), ep("10.0.0.2", "node1"), ep("10.0.0.3", "node3"))
+    nodes = [node(name, address) for name, address in NODES.items()]
+    cluster = cluster_state(svc, slices=[pods], nodes=nodes)
+    planned = plan(cluster, config(pool("lab", f"{VIP}/32")))
+    (vs,) = planned.virtual_services
+    assert vs.scheduler == "wrr", vs  # rr, the default, ignores the weights Local sets
+    apply(backend, web(scheduler=vs.scheduler, real_servers=vs.real_servers))
+    got = lab.spread(VIP, 80, 300)
+    assert got["node2"] == 0, got
+    assert abs(got["node1"] - 200) <= 15 and abs(got["node3"] - 100) <= 15, got
 
 
 def test_graceful_drain_keeps_open_connection(lab: Lab, backend: NftablesBackend) -> None:
