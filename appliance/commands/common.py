@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from appliance.address import host_port
 from appliance.config import Config, ConfigError, load_config
 from appliance.model import DesiredState
 
@@ -44,3 +45,10 @@ def plan_from_args(args: argparse.Namespace) -> tuple[Config, DesiredState] | No
         )
         return None
     return config, plan(FilesSource(Path(folder)).load(), config)
+
+
+def web_url(listen: tuple[str, int]) -> str:
+    """Where a command on this host reaches the daemon's web: a wildcard listen address
+    by loopback, an IPv6 one in brackets."""
+    host, port = listen
+    return f"http://{host_port('127.0.0.1' if host in ('0.0.0.0', '::', '') else host, port)}"

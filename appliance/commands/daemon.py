@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from appliance.commands.common import load_or_report
+from appliance.commands.common import load_or_report, web_url
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
@@ -118,8 +118,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         config = load_or_report(args.status_config)
         if config is None:
             return EXIT_BAD_INPUT
-        host, port = config.web.listen
-        url = url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        url = url or web_url(config.web.listen)
         if config.web.username is not None and config.web.password is not None:
             auth = (config.web.username, config.web.password)
     url = url or "http://127.0.0.1:8080"

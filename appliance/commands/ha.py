@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance.address import PoolRanges, in_pools, parse_ip
+from appliance.commands.common import EXIT_BAD_CONFIG, web_url
 from appliance.config import ConfigError, load_config, parse_duration
 from appliance.ha.firewall import render
 from appliance.model import Vip
 
-EXIT_BAD_CONFIG = 2
 
 
 def register(subparsers: Any) -> None:
@@ -204,9 +204,7 @@ def _handover(args: argparse.Namespace, config: Any) -> int:
             print(f"appliance ha resign: --for {args.duration!r}: not a duration", file=sys.stderr)
             return EXIT_BAD_CONFIG
         body["for_seconds"] = seconds
-    host, port = config.web.listen
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    url = (args.url or f"http://{host}:{port}").rstrip("/") + f"/api/v1/ha/{args.action}"
+    url = (args.url or web_url(config.web.listen)).rstrip("/") + f"/api/v1/ha/{args.action}"
     request = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
     )

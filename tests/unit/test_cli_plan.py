@@ -87,3 +87,12 @@ def test_the_cli_loads_no_daemon_logging_until_a_command_needs_it() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_commands_reach_the_web_by_loopback_or_bracketed_ipv6() -> None:
+    from appliance.commands.common import web_url
+
+    assert web_url(("0.0.0.0", 8080)) == "http://127.0.0.1:8080"
+    assert web_url(("::", 8080)) == "http://127.0.0.1:8080"
+    assert web_url(("198.18.0.5", 80)) == "http://198.18.0.5:80"
+    assert web_url(("fd00:198:18::5", 8080)) == "http://[fd00:198:18::5]:8080"
