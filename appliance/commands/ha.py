@@ -40,7 +40,6 @@ from appliance.ha.firewall import render
 from appliance.model import Vip
 
 
-
 def register(subparsers: Any) -> None:
     """Add `ha` to the `appliance` command's subparsers."""
     p = subparsers.add_parser(
