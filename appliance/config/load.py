@@ -13,7 +13,7 @@ from pathlib import Path
 
 from appliance.config.checker import Checker, Errors, resolve
 from appliance.config.cluster import read_cluster
-from appliance.config.dataplane import read_dataplane
+from appliance.config.dataplane import read_dataplane, settle_dataplane
 from appliance.config.dns import read_dns
 from appliance.config.ha import read_ha
 from appliance.config.health import read_health
@@ -48,11 +48,14 @@ def _parse(data: object, source: str, base_dir: Path | None) -> tuple[Config | N
     if not isinstance(data, dict):
         return None, errors
     pools = read_pools(c, top.get("pools"))
+    cluster = read_cluster(c, top.get("cluster"))
+    dataplane = read_dataplane(c, top.get("dataplane"))
+    ha = read_ha(c, top.get("ha"), pools)
     config = Config(
         pools=pools,
-        cluster=read_cluster(c, top.get("cluster")),
-        dataplane=read_dataplane(c, top.get("dataplane")),
-        ha=read_ha(c, top.get("ha"), pools),
+        cluster=cluster,
+        dataplane=settle_dataplane(c, dataplane, ha),
+        ha=ha,
         dns=read_dns(c, top.get("dns")),
         health=read_health(c, top.get("health")),
         web=read_web(c, top.get("web")),

@@ -89,6 +89,7 @@ class DataplaneConfig:
     forwarding: Forwarding = "nat"
     scheduler: str = "rr"  # kube-proxy's IPVS default
     drain_timeout: float = 300.0
+    interface: str | None = None  # where VIP traffic arrives (nftables dr); see config/dataplane
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ pools:
     avoid_buggy_ips: false
     namespaces: []
     service_selector: {match_labels: {}, match_expressions: []}
-dataplane: {backend: auto, forwarding: nat, scheduler: rr, drain_timeout: 300s}
+dataplane: {backend: auto, forwarding: nat, scheduler: rr, drain_timeout: 300s, interface: null}
 ha:
   interface: null
   garp_count: 5
@@ -101,7 +101,7 @@ pools:
         - {key: canary, operator: DoesNotExist}
   - name: other
     addresses: [198.18.110.0/24]
-dataplane: {backend: nftables, forwarding: dr, scheduler: mh, drain_timeout: 1m30s}
+dataplane: {backend: nftables, forwarding: dr, scheduler: mh, drain_timeout: 1m30s, interface: eth2}
 ha:
   interface: eth1
   garp_count: 3
@@ -193,6 +193,16 @@ def test_every_key_accepted_with_its_default() -> None:
     assert parse_config(yaml.safe_load(EVERY_KEY_AT_DEFAULT)) == parse_config(MINIMAL)
 
 
+def test_dataplane_interface_defaults_to_the_ha_interface() -> None:
+    """nftables dr forwards where the VIPs are announced unless told otherwise."""
+    data = with_("dataplane", {"backend": "nftables", "forwarding": "dr"})
+    data["ha"] = {"interface": "bond0"}
+    assert parse_config(data).dataplane.interface == "bond0"
+    data["dataplane"]["interface"] = "eth7"
+    assert parse_config(data).dataplane.interface == "eth7"
+    assert parse_config(MINIMAL).dataplane.interface is None
+
+
 def test_every_key_accepted_with_another_value() -> None:
     c = parse_config(yaml.safe_load(EVERY_KEY_CHANGED))
     assert c.cluster == ClusterConfig(
@@ -222,7 +232,7 @@ def test_every_key_accepted_with_another_value() -> None:
         ),
     )
     assert other.ranges == ((IP("198.18.110.0"), IP("198.18.110.255")),)
-    assert c.dataplane == DataplaneConfig("nftables", "dr", "mh", 90.0)
+    assert c.dataplane == DataplaneConfig("nftables", "dr", "mh", 90.0, "eth2")
     assert c.ha == HaConfig(
         interface="eth1",
         garp_count=3,
@@ -595,6 +605,24 @@ ERROR_CASES: list[tuple[str, Any, str]] = [
         " '1.5s', '5m'), got a string ('5 minutes')",
     ),
     (
+        "tun on nftables",
+        with_("dataplane", {"backend": "nftables", "forwarding": "tun"}),
+        "dataplane.forwarding: tun needs backend ipvs: nftables cannot put packets in an IPIP"
+        " tunnel",
+    ),
+    (
+        "dr on nftables, no interface",
+        with_("dataplane", {"backend": "nftables", "forwarding": "dr"}),
+        "dataplane.forwarding: dr on nftables needs dataplane.interface (or ha.interface): the"
+        " interface VIP traffic arrives on, where it is forwarded to the nodes",
+    ),
+    (
+        "interface name",
+        with_("dataplane.interface", "eth0:1"),
+        "dataplane.interface: 'eth0:1' is not a network interface name (at most 15 characters,"
+        " no '/', ':' or spaces)",
+    ),
+    (
         "duration negative",
         with_("dataplane.drain_timeout", -1),
         "dataplane.drain_timeout: must be from 0s to 86400s, got -1s",
@@ -932,7 +960,7 @@ def test_example_config_loads() -> None:
     )
     assert c.pools[0].auto_assign and not c.pools[1].auto_assign
     assert c.pools[1].ranges == ((IP("198.18.101.0"), IP("198.18.101.7")),)
-    assert c.dataplane == DataplaneConfig("auto", "nat", "rr")
+    assert c.dataplane == DataplaneConfig("auto", "nat", "rr", interface="eth0")
     assert c.ha.interface == "eth0"
     assert c.ha.instances == (VrrpInstance("vi-1", 51, 100, 0.1, pools=("default", "reserved")),)
     assert c.dns.zones == ("cluster.local", "k8s.example.com")
